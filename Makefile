@@ -1,0 +1,37 @@
+# The README's two commands: `make run` and `make test`. Both set up .venv first.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+CORES ?= 8
+
+.PHONY: setup run test lint paper embedded clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) all
+
+# pytest exits 5 when it collects no tests: that is a failure here, not a pass.
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+# The one switch between presets, for snakemake and dvc alike: it rewrites params.yaml.
+paper: $(STAMP)
+	$(BIN)/seemore use-preset paper
+
+embedded: $(STAMP)
+	$(BIN)/seemore use-preset embedded
+
+clean:
+	rm -rf results reports .snakemake

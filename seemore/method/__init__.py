@@ -1,0 +1,1 @@
+"""Training objectives and updaters: plain, BDN (stage one), LMA (stage two)."""

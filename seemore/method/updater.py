@@ -1,0 +1,76 @@
+"""How a training step changes the parameters. Stage one always uses `AdamUpdater`; stage two
+uses it too unless the variant meta-adapts the rates (LMA)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from seemore.method.objective import Objective
+
+Autocast = Callable[[], AbstractContextManager[object]]
+
+
+@dataclass
+class PassCounter:
+    """Forward and backward passes of the whole objective, so each variant's cost is visible."""
+
+    forward: int = 0
+    backward: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"forward_passes": self.forward, "backward_passes": self.backward, **self.extra}
+
+
+class Updater:
+    def __init__(self, objective: Objective, autocast: Autocast, grad_clip: float | None) -> None:
+        self.objective = objective
+        self.autocast = autocast
+        self.grad_clip = grad_clip
+        self.passes = PassCounter()
+
+    def step(self, clip: Tensor, sampling_mask: Tensor | None) -> dict[str, float]:
+        """One optimisation step on a batch; returns named scalars for the training log."""
+        raise NotImplementedError
+
+    def loss_and_backward(self, clip: Tensor, sampling_mask: Tensor | None) -> dict[str, float]:
+        """Forward, backward and (optional) gradient clipping; gradients are left in `.grad`."""
+        with self.autocast():
+            result = self.objective(clip, sampling_mask)
+        result.loss.backward()
+        self.passes.forward += 1
+        self.passes.backward += 1
+        if self.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.objective.parameters(), self.grad_clip)
+        return {"loss": float(result.loss.detach()), **{k: float(v) for k, v in result.terms.items()}}
+
+    def state_dict(self) -> dict[str, object]:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        raise NotImplementedError
+
+
+class AdamUpdater(Updater):
+    def __init__(
+        self, objective: Objective, lr: float, autocast: Autocast, grad_clip: float | None
+    ) -> None:
+        super().__init__(objective, autocast, grad_clip)
+        self.optimizer = torch.optim.Adam(objective.parameters(), lr=lr)
+
+    def step(self, clip: Tensor, sampling_mask: Tensor | None) -> dict[str, float]:
+        self.optimizer.zero_grad(set_to_none=True)
+        logs = self.loss_and_backward(clip, sampling_mask)
+        self.optimizer.step()
+        return logs
+
+    def state_dict(self) -> dict[str, object]:
+        return {"adam": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.optimizer.load_state_dict(state["adam"])  # type: ignore[arg-type]

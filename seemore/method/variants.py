@@ -1,0 +1,53 @@
+"""The ablation variants (DESIGN.md §5). A variant is a stage-one objective and a stage-two
+updater; every other training option applies to all variants alike."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from seemore.backbones import Backbone
+from seemore.config import MethodConfig, StageConfig
+from seemore.method.objective import Objective, PlainObjective
+from seemore.method.updater import AdamUpdater, Autocast, Updater
+from seemore.registry import Registry
+
+
+@dataclass(frozen=True)
+class Variant:
+    label: str
+    # Stage one (and the continued objective of stage two) trains f and g with distillation.
+    bidirectional: bool
+    # Stage two learns one rate per level (LMA) instead of plain Adam fine-tuning.
+    meta_adapted: bool
+
+
+VARIANTS: Registry[Variant] = Registry("variant", "seemore.method")
+
+VARIANTS.register("baseline")(Variant("baseline", bidirectional=False, meta_adapted=False))
+
+
+def build_objective(
+    variant: Variant, make_network: Callable[[], Backbone], method: MethodConfig
+) -> Objective:
+    if variant.bidirectional:
+        from seemore.method.bdn import BidirectionalObjective
+
+        return BidirectionalObjective(make_network(), make_network(), method.bdn)
+    return PlainObjective(make_network())
+
+
+def build_updater(
+    variant: Variant,
+    stage: int,
+    objective: Objective,
+    stage_config: StageConfig,
+    method: MethodConfig,
+    autocast: Autocast,
+    grad_clip: float | None,
+) -> Updater:
+    if stage == 2 and variant.meta_adapted:
+        from seemore.method.lma import LMAUpdater
+
+        return LMAUpdater(objective, stage_config.lr, method.lma, autocast, grad_clip)
+    return AdamUpdater(objective, stage_config.lr, autocast, grad_clip)
