@@ -105,7 +105,9 @@ class EvaluationConfig(Section):
 class Params(Section):
     """The whole params.yaml. `data` and `models` hold the per-entry typed sections."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, arbitrary_types_allowed=True
+    )
 
     experiment: ExperimentConfig
     data: dict[str, Any]
@@ -185,13 +187,19 @@ def validate_params(raw: Any, source: str = "params.yaml") -> Params:
                 raise ConfigError(
                     f"{source}: {section}.{name}: unknown name; expected one of {registry.names()}"
                 )
-            typed[name] = _validate(registry.get(name).config_class, body, source, f"{section}.{name}")
+            typed[name] = _validate(
+                registry.get(name).config_class, body, source, f"{section}.{name}"
+            )
     for name in experiment.datasets:
         if name not in data:
-            raise ConfigError(f"{source}: experiment.datasets lists {name!r} but data.{name} is missing")
+            raise ConfigError(
+                f"{source}: experiment.datasets lists {name!r} but data.{name} is missing"
+            )
     for name in experiment.backbones:
         if name not in models:
-            raise ConfigError(f"{source}: experiment.backbones lists {name!r} but models.{name} is missing")
+            raise ConfigError(
+                f"{source}: experiment.backbones lists {name!r} but models.{name} is missing"
+            )
 
     for dataset_name, dataset_config in data.items():
         for problem in DATASETS.get(dataset_name).check(dataset_config):
@@ -213,7 +221,7 @@ def load_params(path: str | Path) -> Params:
     except OSError as error:
         raise ConfigError(f"{path}: cannot read params file: {error.strerror}") from None
     try:
-        raw = yaml.load(text, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
+        raw = yaml.load(text, Loader=_yaml_loader())
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     return validate_params(raw, str(path))

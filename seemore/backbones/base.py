@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 
-class BackboneKind(str, enum.Enum):
+class BackboneKind(enum.StrEnum):
     STEP_WISE = "step-wise"  # recurrent: predicts frame t+1 from frames <= t
     CLIP_WISE = "clip-wise"  # recurrent-free: maps the input clip to the output clip
 
@@ -92,7 +92,9 @@ class Backbone(nn.Module):
             return slice(1, total_frames)
         return slice(self.geometry.input_frames, total_frames)
 
-    def training_loss(self, clip: Tensor, sampling_mask: Tensor | None = None) -> tuple[Tensor, Output]:
+    def training_loss(
+        self, clip: Tensor, sampling_mask: Tensor | None = None
+    ) -> tuple[Tensor, Output]:
         """Frame MSE over every predicted frame plus the backbone's aux loss."""
         out = self(clip, sampling_mask)
         target = clip[:, self.predicted_frames(clip.shape[1])]

@@ -91,7 +91,9 @@ class Benchmark:
         clips = open_split(prepared_dir, "train")
         length = config.input_frames + config.output_frames
         while True:
-            index = np.sort(rng.choice(len(clips), size=batch_size, replace=len(clips) < batch_size))
+            index = np.sort(
+                rng.choice(len(clips), size=batch_size, replace=len(clips) < batch_size)
+            )
             yield np.asarray(clips[index, :length])
 
     @classmethod

@@ -53,4 +53,6 @@ class PlainObjective(Objective):
 
     def forward(self, clip: Tensor, sampling_mask: Tensor | None) -> ObjectiveResult:
         loss, out = self.forward_network.training_loss(clip, sampling_mask)
-        return ObjectiveResult(loss, {"loss_forward": loss.detach(), "aux_forward": out.aux_loss.detach()})
+        return ObjectiveResult(
+            loss, {"loss_forward": loss.detach(), "aux_forward": out.aux_loss.detach()}
+        )

@@ -47,7 +47,10 @@ class Updater:
         self.passes.backward += 1
         if self.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.objective.parameters(), self.grad_clip)
-        return {"loss": float(result.loss.detach()), **{k: float(v) for k, v in result.terms.items()}}
+        return {
+            "loss": float(result.loss.detach()),
+            **{k: float(v) for k, v in result.terms.items()},
+        }
 
     def state_dict(self) -> dict[str, object]:
         raise NotImplementedError
