@@ -31,6 +31,9 @@ class DataConfig(BaseModel):
     # Test horizon; None means the training horizon.
     output_frames_test: int | None = Field(default=None, gt=0)
     image_size: int = Field(gt=0)
+    # Seed of everything fixed at preparation (stand-in generation, the stored test clips);
+    # independent of the training seeds, so every run is evaluated on the same clips.
+    data_seed: int = Field(default=0, ge=0)
 
     @property
     def test_horizon(self) -> int:
@@ -78,8 +81,10 @@ class Benchmark:
         return problems
 
     @classmethod
-    def prepare(cls, config: DataConfig, raw_dir: Path, out_dir: Path, seed: int) -> None:
-        """Obtain the raw data for `config.source` and write the prepared splits."""
+    def prepare(cls, config: DataConfig, raw_dir: Path, out_dir: Path) -> None:
+        """Obtain the raw data for `config.source` (download into `raw_dir`, read
+        `config.root`, or generate the stand-in) and write the prepared splits and meta.json
+        into `out_dir`."""
         raise NotImplementedError
 
     @classmethod
