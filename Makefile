@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CORES ?= 8
+# Snakemake rules and DVC stages call `seemore`: put the venv's commands first on PATH.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: setup run test lint paper embedded clean
 

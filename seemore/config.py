@@ -34,6 +34,8 @@ class Section(BaseModel):
 
 
 class ExperimentConfig(Section):
+    # Which preset this file came from; the report marks anything but "paper" as scaled down.
+    preset: str = "custom"
     datasets: list[str] = Field(min_length=1)
     backbones: list[str] = Field(min_length=1)
     variants: list[str] = Field(min_length=1)

@@ -1,0 +1,319 @@
+"""`seemore` command line: the only thing Snakemake rules and DVC stages call."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from seemore import pipeline
+from seemore.config import ConfigError, Params, load_params, preset_path
+from seemore.data.download import DataError
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--backbone", required=True)
+    parser.add_argument("--variant", required=True)
+    parser.add_argument("--seed", type=int, required=True)
+
+
+def _run_from(args: argparse.Namespace, params: Params) -> pipeline.Run:
+    run = pipeline.Run(args.dataset, args.backbone, args.variant, args.seed)
+    if run not in set(pipeline.runs(params)):
+        raise ConfigError(
+            f"{args.params}: {run} is not in the experiment matrix "
+            f"(experiment.datasets/backbones/variants/seeds)"
+        )
+    return run
+
+
+def _set_threads(threads: int | None) -> None:
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+def cmd_prepare(args: argparse.Namespace, params: Params) -> None:
+    from seemore.data import DATASETS
+
+    if args.dataset not in params.data:
+        raise ConfigError(f"{args.params}: data.{args.dataset} is missing")
+    benchmark = DATASETS.get(args.dataset)
+    out_dir = pipeline.prepared_dir(args.dataset)
+    raw = pipeline.raw_dir(args.dataset)
+    raw.mkdir(parents=True, exist_ok=True)
+    benchmark.prepare(params.data[args.dataset], raw, out_dir)
+    print(f"prepared {args.dataset} into {out_dir}")
+
+
+def _train_job(params: Params, run: pipeline.Run, stage: int) -> Any:
+    from seemore.data import DATASETS
+    from seemore.method.variants import VARIANTS
+    from seemore.train import TrainJob, resolve_device
+
+    return TrainJob(
+        benchmark=DATASETS.get(run.dataset),
+        data=params.data[run.dataset],
+        backbone_name=run.backbone,
+        backbone=params.models[run.backbone],
+        variant_name=run.variant,
+        variant=VARIANTS.get(run.variant),
+        training=params.training,
+        method=params.method,
+        seed=run.seed,
+        params_hash=pipeline.stage_hash(params, run, stage),
+        device=resolve_device(params.experiment.device),
+    )
+
+
+def cmd_train(args: argparse.Namespace, params: Params) -> None:
+    from seemore.train import train_stage
+
+    _set_threads(args.threads)
+    run = _run_from(args, params)
+    path = train_stage(
+        _train_job(params, run, args.stage),
+        args.stage,
+        pipeline.prepared_dir(run.dataset),
+        run.directory,
+        stage1_hash=pipeline.stage_hash(params, run, 1),
+        progress=not args.quiet,
+    )
+    print(f"wrote {path}")
+
+
+def git_revision() -> str:
+    try:
+        revision = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return revision + ("-dirty" if dirty else "")
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("seemore", "torch", "torchvision", "numpy", "scikit-image", "lpips"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def cmd_evaluate(args: argparse.Namespace, params: Params) -> None:
+    from seemore.backbones.profile import count_flops, count_parameters
+    from seemore.data import DATASETS
+    from seemore.data.base import read_meta
+    from seemore.evaluate import evaluate, write_evaluation
+    from seemore.train import load_inference_model, resolve_device
+
+    _set_threads(args.threads)
+    started = time.perf_counter()
+    run = _run_from(args, params)
+    data_config = params.data[run.dataset]
+    benchmark = DATASETS.get(run.dataset)
+    prepared = pipeline.prepared_dir(run.dataset)
+    network, saved = load_inference_model(run.directory / "model.pt")
+    device = resolve_device(params.experiment.device)
+    evaluation = evaluate(
+        network.to(device),
+        benchmark.test_clips(data_config, prepared),
+        data_config.input_frames,
+        params.evaluation,
+        device,
+    )
+    meta = read_meta(prepared)
+    stats = saved["stats"]
+    training_seconds = sum(stage["seconds"] for stage in stats.values())
+    header = {
+        "dataset": run.dataset,
+        "dataset_title": benchmark.title,
+        "backbone": run.backbone,
+        "variant": run.variant,
+        "seed": run.seed,
+        "preset": params.experiment.preset,
+        "data": {key: meta[key] for key in ("source", "stand_in", "description")},
+        "horizon": {
+            "input_frames": data_config.input_frames,
+            "output_frames": data_config.test_horizon,
+        },
+        "provenance": {
+            "params_hash": pipeline.stage_hash(params, run, 2),
+            "evaluation_hash": pipeline.keys_hash(
+                params, pipeline.EVALUATE_KEYS, dataset=run.dataset
+            ),
+            "seed": run.seed,
+            "git_revision": git_revision(),
+            "versions": library_versions(),
+            "device": _device_label(device),
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "wall_time_s": {
+                "training": training_seconds,
+                "evaluation": time.perf_counter() - started,
+            },
+        },
+        "cost": {
+            "parameters": count_parameters(network),
+            "flops": count_flops(network.cpu()),
+            "train_seconds_per_step": {
+                name: stage["seconds_per_step"] for name, stage in stats.items()
+            },
+            "passes": {
+                name: {k: v for k, v in stage.items() if k.endswith("passes")}
+                for name, stage in stats.items()
+            },
+        },
+    }
+    write_evaluation(evaluation, run.directory, header)
+    print(f"wrote {run.directory / 'metrics.json'}")
+
+
+def _device_label(device: Any) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from seemore.report import render_report
+
+    render_report(Path(args.results), Path(args.out))
+    print(f"wrote {Path(args.out) / 'ablation.html'}")
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    from seemore.backbones import BACKBONES
+    from seemore.backbones.profile import count_flops, count_parameters
+    from seemore.backbones.reference import reference_config
+    from seemore.data import DATASETS
+
+    params = load_params(args.params) if args.params.is_file() else None
+    benchmark = DATASETS.get(args.dataset)
+    backbone_class = BACKBONES.get(args.backbone)
+    if params is not None and not args.reference and args.dataset in params.data:
+        geometry = benchmark.geometry(params.data[args.dataset])
+    else:
+        geometry = None
+    if params is not None and not args.reference and args.backbone in params.models:
+        config, origin = params.models[args.backbone], str(args.params)
+    else:
+        config, geometry_ref = reference_config(args.backbone, args.dataset)
+        origin = f"reference configuration of {args.backbone} on {args.dataset}"
+        geometry = geometry or geometry_ref
+    if geometry is None:
+        raise ConfigError(f"{args.params}: data.{args.dataset} is missing; use --reference")
+    for problem in config.check_geometry(geometry):
+        raise ConfigError(f"{origin}: {problem}")
+    network = backbone_class(config, geometry)
+    info = {
+        "backbone": args.backbone,
+        "dataset": args.dataset,
+        "configuration": origin,
+        "geometry": vars(geometry),
+        "kind": backbone_class.kind.value,
+        "parameters": count_parameters(network),
+        "flops_per_clip": count_flops(network),
+        "levels": [name for name, _ in network.levels()],
+    }
+    print(json.dumps(info, indent=2))
+
+
+def cmd_use_preset(args: argparse.Namespace) -> None:
+    source = preset_path(args.name)
+    load_params(source)  # refuse a broken preset before touching params.yaml
+    temp = args.params.with_name(f".{args.params.name}.part")
+    shutil.copyfile(source, temp)
+    temp.replace(args.params)
+    print(f"{args.params} now holds the {args.name!r} preset ({source})")
+
+
+def cmd_check(args: argparse.Namespace, params: Params) -> None:
+    count = sum(1 for _ in pipeline.runs(params))
+    print(f"{args.params}: valid; {count} runs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seemore", description=__doc__)
+    parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="params file")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    prepare = commands.add_parser("prepare", help="obtain and preprocess one dataset")
+    prepare.add_argument("--dataset", required=True)
+
+    train = commands.add_parser("train", help="train one stage of one run")
+    _add_run_arguments(train)
+    train.add_argument("--stage", type=int, choices=(1, 2), required=True)
+    train.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    evaluate = commands.add_parser("evaluate", help="metrics of one trained run on the test split")
+    _add_run_arguments(evaluate)
+    evaluate.add_argument("--threads", type=int, default=None)
+
+    report = commands.add_parser("report", help="render reports/ablation.html and .csv")
+    report.add_argument("--results", default=str(pipeline.RESULTS_ROOT))
+    report.add_argument("--out", default=str(pipeline.REPORTS_ROOT))
+
+    info = commands.add_parser("info", help="a backbone's parameter count and FLOPs")
+    info.add_argument("--backbone", required=True)
+    info.add_argument("--dataset", required=True)
+    info.add_argument(
+        "--reference", action="store_true", help="use the published reference configuration"
+    )
+
+    preset = commands.add_parser("use-preset", help="write a preset into params.yaml")
+    preset.add_argument("name", help="embedded or paper")
+
+    commands.add_parser("check", help="validate params.yaml")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "report":
+            cmd_report(args)
+        elif args.command == "info":
+            cmd_info(args)
+        elif args.command == "use-preset":
+            cmd_use_preset(args)
+        else:
+            params = load_params(args.params)
+            handler = {
+                "prepare": cmd_prepare,
+                "train": cmd_train,
+                "evaluate": cmd_evaluate,
+                "check": cmd_check,
+            }[args.command]
+            handler(args, params)
+    except (ConfigError, DataError, FileNotFoundError, KeyError, ValueError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"seemore {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
