@@ -1,0 +1,394 @@
+"""Moving MNIST (DESIGN.md §3): 64x64x1 clips of two bouncing handwritten digits, 10 -> 10.
+
+Training clips are generated on the fly from a set of 28x28 digits, as the reference loaders
+do; the test clips are fixed and stored. Sources:
+- `download`: the MNIST training digits (`train-images-idx3-ubyte.gz`) and the fixed test set
+  `mnist_test_seq.npy` (uint8, (20, 10000, 64, 64), time-major), SHA-256 verified.
+- `local`: the same two files in `root`.
+- `embedded`: an offline stand-in, NOT the real benchmark: scikit-learn's 8x8 digits upscaled
+  to MNIST's 28x28 layout, split into disjoint train / test digit sets, the test clips
+  generated once with `data_seed`.
+
+The real test set is 64x64, so `download` and `local` need `image_size: 64`; the generator
+itself works at any size (digit size and speed scale with image_size / 64).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydantic import Field
+
+from seemore.data import DATASETS
+from seemore.data.base import (
+    META_FILE,
+    Benchmark,
+    DataConfig,
+    atomic_write_bytes,
+    write_meta,
+    write_split,
+)
+from seemore.data.download import DataError, RemoteFile, fetch
+
+# Geometry of the reference generator, defined at 64x64 and scaled with image_size / 64.
+REFERENCE_SIZE = 64
+DIGIT_SIZE = 28
+STEP = 3.6
+DIGITS_PER_CLIP = 2
+CLIP_LENGTH = 20
+REAL_TEST_CLIPS = 10000
+EMBEDDED_TEST_CLIPS = 64
+# Share of the scikit-learn digits held out for the embedded test clips (1797 in all).
+EMBEDDED_TEST_DIGIT_FRACTION = 1 / 6
+
+DIGITS_FILE = "digits.npy"
+IDX_IMAGES_MAGIC = 2051
+
+TRAIN_DIGITS = "train_digits"
+TEST_SEQUENCES = "test_sequences"
+REMOTE_FILES: dict[str, RemoteFile] = {
+    TRAIN_DIGITS: RemoteFile(
+        name="train-images-idx3-ubyte.gz",
+        url="https://ossci-datasets.s3.amazonaws.com/mnist/train-images-idx3-ubyte.gz",
+        sha256="440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+    ),
+    # The SHA-256 is pinned from a single public source; the MD5 below is the one torchvision
+    # and many loaders pin for this file, checked as well so that a wrong SHA-256 pin cannot
+    # silently admit a different file.
+    TEST_SEQUENCES: RemoteFile(
+        name="mnist_test_seq.npy",
+        url="https://www.cs.toronto.edu/~nitish/unsupervised_video/mnist_test_seq.npy",
+        sha256="c2a3e8d3939c001ab77bf543f130157424efa486bb4d0974d2cebb773b13f8b3",
+    ),
+}
+TEST_SEQUENCES_MD5 = "be083ec986bfe91a449d63653c411eb2"
+
+
+class MovingMNISTConfig(DataConfig):
+    # How many test clips to store: for `embedded` the number generated (None: 64), for
+    # `download` / `local` the first N of the 10000 (None: all).
+    test_clips: int | None = Field(default=None, gt=0)
+
+
+# --- the generator ------------------------------------------------------------------------
+
+
+def digit_size(image_size: int) -> int:
+    return round(DIGIT_SIZE * image_size / REFERENCE_SIZE)
+
+
+def fits_moving_digit(image_size: int) -> bool:
+    return 0 < digit_size(image_size) < image_size
+
+
+def step_length(image_size: int) -> float:
+    return STEP * image_size / REFERENCE_SIZE
+
+
+def bounce(
+    start: np.ndarray, velocity: np.ndarray, frames: int, limit: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Positions and velocities `[..., frames]` of points moving at constant speed inside
+    `[0, limit]` and reflecting off both ends (the velocity component flips sign).
+
+    Frame 0 is at `start`; the velocity at frame t is the one that leads to frame t + 1."""
+    # Unfold the motion onto a line and fold it back into the interval: a triangle wave.
+    # Rising half of the period: the point moves as on the line; falling half: reversed.
+    unfolded = start[..., None] + velocity[..., None] * np.arange(frames)
+    phase = np.mod(unfolded, 2 * limit)
+    positions = limit - np.abs(limit - phase)
+    # On a turning point the velocity is the one after the reflection, so which half a
+    # boundary phase belongs to depends on the direction of travel along the line.
+    moving = velocity[..., None]
+    rising = np.where(moving > 0, phase < limit, (phase > 0) & (phase <= limit))
+    velocities = np.where(rising, moving, -moving)
+    return positions, velocities
+
+
+@dataclass(frozen=True)
+class Trajectories:
+    """Motion of the digits of `count` clips: `digit_index [N, K]` into the digit set,
+    top-left corners `positions [N, K, T, 2]` (row, column, float pixels) and
+    `velocities [N, K, T, 2]` (pixels per frame), for K digits per clip."""
+
+    digit_index: np.ndarray
+    positions: np.ndarray
+    velocities: np.ndarray
+
+    def slots(self, chosen: slice) -> Trajectories:
+        """The same clips with only the digits in `chosen`."""
+        return Trajectories(
+            self.digit_index[:, chosen], self.positions[:, chosen], self.velocities[:, chosen]
+        )
+
+
+def sample_trajectories(
+    available_digits: int, count: int, frames: int, image_size: int, rng: np.random.Generator
+) -> Trajectories:
+    """Two digits per clip drawn uniformly from the set, top-left corner uniform over the
+    positions that keep the digit inside the frame, direction uniform in angle, speed
+    3.6 px/frame at 64x64."""
+    limit = image_size - digit_size(image_size)
+    if not fits_moving_digit(image_size):
+        raise ValueError(f"image_size {image_size} leaves no room for a moving digit")
+    digit_index = rng.integers(available_digits, size=(count, DIGITS_PER_CLIP))
+    start = rng.uniform(0.0, limit, size=(count, DIGITS_PER_CLIP, 2))
+    angle = rng.uniform(0.0, 2 * np.pi, size=(count, DIGITS_PER_CLIP))
+    speed = step_length(image_size)
+    velocity = np.stack([np.sin(angle), np.cos(angle)], axis=-1) * speed
+    positions, velocities = bounce(start, velocity, frames, limit)
+    # bounce returns [N, K, 2, T]; store time before the (row, column) axis.
+    return Trajectories(digit_index, positions.swapaxes(-1, -2), velocities.swapaxes(-1, -2))
+
+
+def resize_digits(digits: np.ndarray, size: int) -> np.ndarray:
+    """uint8 digits `[N, h, w]` resampled to `[N, size, size]` (bilinear, anti-aliased)."""
+    if digits.shape[1:] == (size, size):
+        return np.asarray(digits)
+    from skimage.transform import resize
+
+    scaled = resize(
+        np.asarray(digits, dtype=np.float32) / 255.0,
+        (len(digits), size, size),
+        order=1,
+        anti_aliasing=size < digits.shape[1],
+    )
+    return np.clip(np.rint(scaled * 255.0), 0, 255).astype(np.uint8)
+
+
+def render(digits: np.ndarray, trajectories: Trajectories, image_size: int) -> np.ndarray:
+    """uint8 clips `[N, T, 1, H, W]`: each digit pasted at its rounded position, digits
+    combined by pixel-wise max. `digits` must already be `digit_size(image_size)` square."""
+    size = digit_size(image_size)
+    if digits.shape[1:] != (size, size):
+        raise ValueError(f"digits are {digits.shape[1:]}, expected {(size, size)}")
+    count, slots, frames = trajectories.positions.shape[:3]
+    clips = np.zeros((count, frames, image_size, image_size), dtype=np.uint8)
+    corners = np.rint(trajectories.positions).astype(np.int64)
+    offsets = np.arange(size)
+    clip_index = np.arange(count)[:, None, None, None]
+    frame_index = np.arange(frames)[None, :, None, None]
+    for slot in range(slots):
+        rows = corners[:, slot, :, 0, None, None] + offsets[:, None]
+        columns = corners[:, slot, :, 1, None, None] + offsets[None, :]
+        image = digits[trajectories.digit_index[:, slot]][:, None]
+        region = clips[clip_index, frame_index, rows, columns]
+        clips[clip_index, frame_index, rows, columns] = np.maximum(region, image)
+    return clips[:, :, None]
+
+
+def generate_clips(
+    digits: np.ndarray, count: int, frames: int, image_size: int, rng: np.random.Generator
+) -> np.ndarray:
+    """`count` clips `[N, T, 1, H, W]` (uint8) of two digits from `digits` (uint8
+    `[M, 28, 28]`) bouncing in an `image_size` square frame; fixed by the state of `rng`."""
+    trajectories = sample_trajectories(len(digits), count, frames, image_size, rng)
+    # Resample only the digits this batch uses: the set may be all 60000 MNIST digits.
+    used, local_index = np.unique(trajectories.digit_index, return_inverse=True)
+    scaled = resize_digits(digits[used], digit_size(image_size))
+    local = Trajectories(
+        local_index.reshape(trajectories.digit_index.shape),
+        trajectories.positions,
+        trajectories.velocities,
+    )
+    return render(scaled, local, image_size)
+
+
+# --- raw formats --------------------------------------------------------------------------
+
+
+def read_idx_images(path: Path) -> np.ndarray:
+    """The images `[N, rows, cols]` (uint8) of a gzip-compressed IDX3 file (magic 2051,
+    big-endian dimensions)."""
+    try:
+        with gzip.open(path, "rb") as file:
+            data = file.read()
+    except (OSError, EOFError) as error:
+        raise DataError(f"{path}: not a readable gzip file ({error})") from None
+    if len(data) < 16:
+        raise DataError(f"{path}: {len(data)} bytes, too short for an IDX3 header")
+    magic, count, rows, columns = struct.unpack(">4I", data[:16])
+    if magic != IDX_IMAGES_MAGIC:
+        raise DataError(
+            f"{path}: IDX magic number is {magic}, expected {IDX_IMAGES_MAGIC} (uint8 images)"
+        )
+    if (rows, columns) != (DIGIT_SIZE, DIGIT_SIZE) or count == 0:
+        raise DataError(
+            f"{path}: holds {count} images of {rows}x{columns}, "
+            f"expected MNIST digits of {DIGIT_SIZE}x{DIGIT_SIZE}"
+        )
+    expected = 16 + count * rows * columns
+    if len(data) != expected:
+        raise DataError(f"{path}: {len(data)} bytes, expected {expected} for {count} images")
+    return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(count, rows, columns).copy()
+
+
+def read_test_sequences(path: Path, limit: int | None) -> np.ndarray:
+    """The first `limit` (None: all) clips of `mnist_test_seq.npy` (uint8, time-major
+    `(20, N, 64, 64)`) as `[N, 20, 1, 64, 64]`."""
+    try:
+        sequences = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise DataError(f"{path}: not a readable .npy file ({error})") from None
+    if not isinstance(sequences, np.ndarray) or sequences.dtype != np.uint8:
+        kind = getattr(sequences, "dtype", type(sequences).__name__)
+        raise DataError(f"{path}: holds {kind}, expected a uint8 array")
+    shape = sequences.shape
+    if len(shape) != 4 or shape[0] != CLIP_LENGTH or shape[2:] != (REFERENCE_SIZE,) * 2:
+        raise DataError(
+            f"{path}: shape {shape}, expected ({CLIP_LENGTH}, clips, {REFERENCE_SIZE}, "
+            f"{REFERENCE_SIZE}) time-major"
+        )
+    if limit is not None and limit > shape[1]:
+        raise DataError(f"{path}: holds {shape[1]} clips, test_clips asks for {limit}")
+    chosen = sequences[:, :limit]
+    return np.ascontiguousarray(chosen.transpose(1, 0, 2, 3)[:, :, None])
+
+
+def md5_file(path: Path) -> str:
+    digest = hashlib.md5()
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --- the embedded stand-in ----------------------------------------------------------------
+
+
+def embedded_digits(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint (train, test) uint8 digit sets `[N, 28, 28]` from scikit-learn's 8x8 digits:
+    each upscaled to 20x20 and centred with a 4-pixel margin, as MNIST digits are laid out."""
+    from sklearn.datasets import load_digits
+
+    images = load_digits().images
+    as_uint8 = np.clip(np.rint(images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+    margin = 4
+    upscaled = resize_digits(as_uint8, DIGIT_SIZE - 2 * margin)
+    digits = np.pad(upscaled, ((0, 0), (margin, margin), (margin, margin)))
+    order = rng.permutation(len(digits))
+    test_count = round(len(digits) * EMBEDDED_TEST_DIGIT_FRACTION)
+    return digits[order[test_count:]], digits[order[:test_count]]
+
+
+# --- the benchmark ------------------------------------------------------------------------
+
+
+@DATASETS.register("moving_mnist")
+class MovingMNIST(Benchmark):
+    config_class = MovingMNISTConfig
+    channels = 1
+    title = "Moving MNIST"
+
+    @classmethod
+    def stored_clip_length(cls, config: DataConfig) -> int:
+        return CLIP_LENGTH
+
+    @classmethod
+    def check(cls, config: DataConfig) -> list[str]:
+        assert isinstance(config, MovingMNISTConfig)
+        problems = super().check(config)
+        if config.source != "embedded":
+            if config.image_size != REFERENCE_SIZE:
+                problems.append(
+                    f"image_size = {config.image_size}: the real Moving MNIST test set is "
+                    f"{REFERENCE_SIZE}x{REFERENCE_SIZE}; use image_size {REFERENCE_SIZE} "
+                    "or source 'embedded'"
+                )
+            if config.test_clips is not None and config.test_clips > REAL_TEST_CLIPS:
+                problems.append(
+                    f"test_clips = {config.test_clips}: mnist_test_seq.npy holds only "
+                    f"{REAL_TEST_CLIPS} clips"
+                )
+        elif not fits_moving_digit(config.image_size):
+            problems.append(f"image_size = {config.image_size} leaves no room for a moving digit")
+        return problems
+
+    @classmethod
+    def prepare(cls, config: DataConfig, raw_dir: Path, out_dir: Path) -> None:
+        assert isinstance(config, MovingMNISTConfig)
+        # A failed preparation must not leave an earlier run's outputs looking current.
+        for name in (META_FILE, DIGITS_FILE, "test.npy"):
+            (out_dir / name).unlink(missing_ok=True)
+        if config.source == "embedded":
+            train_digits, test, meta = _prepare_embedded(config)
+        else:
+            if config.source == "download":
+                paths = {role: fetch(remote, raw_dir) for role, remote in REMOTE_FILES.items()}
+                _check_test_md5(paths[TEST_SEQUENCES])
+            else:
+                assert config.root is not None
+                paths = {
+                    role: Path(config.root) / remote.name for role, remote in REMOTE_FILES.items()
+                }
+                for path in paths.values():
+                    if not path.is_file():
+                        raise DataError(f"{path}: missing; source 'local' reads it from root")
+            train_digits = read_idx_images(paths[TRAIN_DIGITS])
+            test = read_test_sequences(paths[TEST_SEQUENCES], config.test_clips)
+            meta = {
+                "stand_in": False,
+                "description": (
+                    "Moving MNIST: the fixed test set mnist_test_seq.npy; training clips "
+                    "generated on the fly from the MNIST training digits"
+                ),
+                "files": {remote.name: remote.sha256 for remote in REMOTE_FILES.values()},
+            }
+        atomic_write_bytes(out_dir / DIGITS_FILE, lambda file: np.save(file, train_digits))
+        write_split(out_dir, "test", test)
+        write_meta(
+            out_dir,
+            {
+                **meta,
+                "source": config.source,
+                "image_size": config.image_size,
+                "clip_length": CLIP_LENGTH,
+                "data_seed": config.data_seed,
+                "counts": {"train_digits": len(train_digits), "test_clips": len(test)},
+            },
+        )
+
+    @classmethod
+    def train_batches(
+        cls, config: DataConfig, prepared_dir: Path, batch_size: int, rng: np.random.Generator
+    ) -> Iterator[np.ndarray]:
+        path = prepared_dir / DIGITS_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: prepared digits missing; run `seemore prepare`")
+        digits = np.load(path, mmap_mode="r")
+        frames = config.input_frames + config.output_frames
+        while True:
+            yield generate_clips(digits, batch_size, frames, config.image_size, rng)
+
+
+def _check_test_md5(path: Path) -> None:
+    actual = md5_file(path)
+    if actual != TEST_SEQUENCES_MD5:
+        path.unlink()
+        raise DataError(
+            f"{path}: MD5 is {actual}, expected {TEST_SEQUENCES_MD5}; the pinned SHA-256 and "
+            "MD5 disagree, so the file was removed"
+        )
+
+
+def _prepare_embedded(config: MovingMNISTConfig) -> tuple[np.ndarray, np.ndarray, dict]:
+    rng = np.random.default_rng(config.data_seed)
+    train_digits, test_digits = embedded_digits(rng)
+    count = config.test_clips or EMBEDDED_TEST_CLIPS
+    test = generate_clips(test_digits, count, CLIP_LENGTH, config.image_size, rng)
+    meta = {
+        "stand_in": True,
+        "description": (
+            "Embedded stand-in, NOT the real Moving MNIST benchmark: two bouncing digits from "
+            "scikit-learn's 8x8 handwritten digits (load_digits) upscaled to 28x28; train and "
+            f"test use disjoint digit sets; {count} test clips generated with data_seed "
+            f"{config.data_seed}"
+        ),
+    }
+    return train_digits, test, meta
