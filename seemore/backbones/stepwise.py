@@ -1,7 +1,11 @@
 """Shared rollout of step-wise (recurrent) backbones: patching, scheduled-sampling input mixing,
 the inference rollout, per-frame state stacking and the step-averaged aux loss.
 
-A recurrent backbone subclasses `StepwiseBackbone` and writes only its cell logic:
+A recurrent backbone subclasses `StepwiseBackbone` and writes only its cell logic (its config
+usually extends `ConvRecurrentConfig`; `gate_conv` builds the reference-style gate convolutions):
+
+    class MyRNNConfig(ConvRecurrentConfig):
+        ...  # extra settings of this backbone
 
     @BACKBONES.register("my_rnn")
     class MyRNN(StepwiseBackbone):
@@ -32,6 +36,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, NamedTuple
 
 import torch
+from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from seemore.backbones.base import (
@@ -41,7 +46,47 @@ from seemore.backbones.base import (
     ClipGeometry,
     Output,
 )
-from seemore.backbones.patch import from_patches, to_patches
+from seemore.backbones.patch import from_patches, patch_geometry_problems, to_patches
+from seemore.config import PositiveInt
+
+
+class ConvRecurrentConfig(BackboneConfig):
+    """Settings shared by the convolutional recurrent backbones of the PredRNN family.
+
+    num_hidden:  hidden channels of each recurrent layer, bottom to top.
+    filter_size: square kernel of the recurrent convolutions; odd, so that `filter_size // 2`
+                 padding keeps the spatial size.
+    patch_size:  frames are cut into `p x p` patches stacked as channels (see patch.py).
+    layer_norm:  LayerNorm over `[channels, H/p, W/p]` after each gate convolution.
+    """
+
+    num_hidden: list[PositiveInt] = Field(min_length=1)
+    filter_size: PositiveInt = 5
+    patch_size: PositiveInt = 4
+    layer_norm: bool = False
+
+    @field_validator("filter_size")
+    @classmethod
+    def _odd_filter(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError(f"filter_size = {value} is even; expected an odd kernel size")
+        return value
+
+    def check_geometry(self, geometry: ClipGeometry) -> list[str]:
+        return patch_geometry_problems(self.patch_size, geometry)
+
+
+def gate_conv(
+    in_channels: int, out_channels: int, config: ConvRecurrentConfig, height: int, width: int
+) -> nn.Sequential:
+    """A bias-free 'same' convolution, followed by LayerNorm when `config.layer_norm`; a
+    Sequential either way so parameter names (`conv.0.weight`) match the reference code."""
+    conv = nn.Conv2d(
+        in_channels, out_channels, config.filter_size, padding=config.filter_size // 2, bias=False
+    )
+    if config.layer_norm:
+        return nn.Sequential(conv, nn.LayerNorm([out_channels, height, width]))
+    return nn.Sequential(conv)
 
 
 class StepResult(NamedTuple):
