@@ -243,10 +243,17 @@ def cmd_info(args: argparse.Namespace) -> None:
 def cmd_use_preset(args: argparse.Namespace) -> None:
     source = preset_path(args.name)
     load_params(source)  # refuse a broken preset before touching params.yaml
-    temp = args.params.with_name(f".{args.params.name}.part")
+    target: Path = args.params
+    presets = {path.read_bytes() for path in source.parent.glob("*.yaml")}
+    if target.is_file() and target.read_bytes() not in presets:
+        # Hand edits are not lost: keep them beside the file.
+        backup = target.with_name(target.name + ".bak")
+        shutil.copyfile(target, backup)
+        print(f"kept your edited {target} as {backup}")
+    temp = target.with_name(f".{target.name}.part")
     shutil.copyfile(source, temp)
-    temp.replace(args.params)
-    print(f"{args.params} now holds the {args.name!r} preset ({source})")
+    temp.replace(target)
+    print(f"{target} now holds the {args.name!r} preset ({source})")
 
 
 def cmd_check(args: argparse.Namespace, params: Params) -> None:

@@ -1,0 +1,120 @@
+"""params.yaml is refused before any work starts, with the key, the value and the expectation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from seemore.cli import main
+from seemore.config import ConfigError, load_params, preset_path, validate_params
+
+
+def refused(raw: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as error:
+        validate_params(raw, "p.yaml")
+    return str(error.value)
+
+
+def test_presets_are_valid() -> None:
+    for name in ("embedded", "paper"):
+        params = load_params(preset_path(name))
+        assert params.experiment.preset == name
+
+
+def test_embedded_is_the_default(embedded_raw: dict[str, Any]) -> None:
+    repo_params = yaml.safe_load((Path(__file__).parent.parent / "params.yaml").read_text())
+    assert repo_params == embedded_raw
+
+
+def test_paper_preset_matches_the_authors_scripts() -> None:
+    params = load_params(preset_path("paper"))
+    model = params.models["predrnn_v2"]
+    assert params.experiment.backbones == ["predrnn_v2"]
+    assert params.data["moving_mnist"].source == "download"
+    assert params.data["moving_mnist"].image_size == 64
+    assert (model.patch_size, model.num_hidden, model.filter_size) == (4, [128] * 4, 5)
+    training = params.training
+    assert training.batch_size == 8
+    assert (training.stage1.lr, training.stage1.steps, training.stage2.steps) == (
+        1e-4,
+        80000,
+        10000,
+    )
+    sampling = training.scheduled_sampling
+    assert (sampling.mode, sampling.r_sampling_step_1, sampling.r_sampling_step_2) == (
+        "reverse",
+        25000,
+        50000,
+    )
+    assert sampling.r_exp_alpha == 2500.0
+    assert training.reverse_input is True
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda r: r.update(extra_section={}), "unknown key 'extra_section'"),
+        (lambda r: r["training"].update(learning_rate=1.0), "unknown key 'training.learning_rate'"),
+        (lambda r: r["training"].update(batch_size="8"), "training.batch_size = '8'"),
+        (lambda r: r["training"]["stage1"].update(steps=0), "training.stage1.steps = 0"),
+        (lambda r: r["training"]["stage2"].update(lr=-1.0), "training.stage2.lr = -1.0"),
+        (lambda r: r["data"]["moving_mnist"].update(image_size=-64), "image_size = -64"),
+        (lambda r: r["experiment"].update(datasets=["mnist"]), "experiment.datasets names 'mnist'"),
+        (lambda r: r["experiment"].update(backbones=["resnet"]), "names 'resnet'"),
+        (lambda r: r["experiment"].update(variants=["magic"]), "names 'magic'"),
+        (lambda r: r["experiment"].update(seeds=[0, 0]), "lists a seed twice"),
+        (lambda r: r["experiment"].update(device="tpu"), "experiment.device = 'tpu'"),
+        (lambda r: r["data"]["moving_mnist"].update(output_frames=15), "10 + 15 is longer than"),
+        (lambda r: r["models"]["predrnn_v2"].update(patch_size=3), "models.predrnn_v2"),
+        (lambda r: r["data"].pop("moving_mnist"), "data.moving_mnist is missing"),
+        (lambda r: r["data"].update(cifar={}), "data.cifar: unknown name"),
+        (
+            lambda r: r["training"]["scheduled_sampling"].update(mode="sometimes"),
+            "training.scheduled_sampling.mode = 'sometimes'",
+        ),
+        (lambda r: r["training"].pop("stage2"), "missing key 'training.stage2'"),
+    ],
+)
+def test_bad_values_are_refused_with_key_and_value(
+    embedded_raw: dict[str, Any], edit: Any, expected: str
+) -> None:
+    edit(embedded_raw)
+    message = refused(embedded_raw)
+    assert message.startswith("p.yaml: ")
+    assert expected in message
+
+
+def test_patch_size_message_names_the_sizes(embedded_raw: dict[str, Any]) -> None:
+    embedded_raw["models"]["convlstm"]["patch_size"] = 5
+    message = refused(embedded_raw)
+    assert "models.convlstm with data.moving_mnist" in message
+    assert "5" in message and "64" in message
+
+
+def test_unreadable_files_are_refused(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("experiment: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml: not valid YAML"):
+        load_params(broken)
+    with pytest.raises(ConfigError, match="cannot read params file"):
+        load_params(tmp_path / "absent.yaml")
+
+
+def test_exponent_floats_are_floats(tmp_path: Path, embedded_raw: dict[str, Any]) -> None:
+    text = yaml.safe_dump(embedded_raw).replace("0.001", "1e-3")
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    assert load_params(path).training.stage1.lr == 1e-3
+
+
+def test_use_preset_switches_and_keeps_hand_edits(tmp_path: Path) -> None:
+    target = tmp_path / "params.yaml"
+    target.write_text("# my edits\n")
+    assert main(["--params", str(target), "use-preset", "paper"]) == 0
+    assert load_params(target).experiment.preset == "paper"
+    assert (tmp_path / "params.yaml.bak").read_text() == "# my edits\n"
+    assert main(["--params", str(target), "use-preset", "nonsense"]) == 2
+    assert load_params(target).experiment.preset == "paper"
