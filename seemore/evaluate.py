@@ -180,7 +180,6 @@ def write_evaluation(evaluation: Evaluation, out_dir: Path, header: dict[str, An
         "per_frame_file": PER_FRAME_FILE,
         "samples_file": SAMPLES_FILE,
         "test_clips": evaluation.clips,
-        "horizon": evaluation.horizon,
         "inference_seconds_per_clip": evaluation.inference_seconds_per_clip,
     }
     clashes = sorted(set(header) & set(record))
