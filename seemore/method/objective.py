@@ -18,14 +18,15 @@ class ObjectiveResult(NamedTuple):
 
 
 class Objective(nn.Module):
-    """Base: `networks` maps a role ("forward", "backward") to a backbone. The forward
-    network is the inference model; any other exists only during training."""
+    """Base: `networks` maps a role to a backbone: "f" (forward in time) and, for BDN, "g"
+    (backward in time; nn.ModuleDict reserves the key "forward"). `f` is the inference
+    model; any other network exists only during training."""
 
     networks: nn.ModuleDict
 
     @property
     def forward_network(self) -> Backbone:
-        return self.networks["forward"]
+        return self.networks["f"]
 
     def forward(self, clip: Tensor, sampling_mask: Tensor | None) -> ObjectiveResult:
         raise NotImplementedError
@@ -49,7 +50,7 @@ class PlainObjective(Objective):
 
     def __init__(self, network: Backbone) -> None:
         super().__init__()
-        self.networks = nn.ModuleDict({"forward": network})
+        self.networks = nn.ModuleDict({"f": network})
 
     def forward(self, clip: Tensor, sampling_mask: Tensor | None) -> ObjectiveResult:
         loss, out = self.forward_network.training_loss(clip, sampling_mask)
