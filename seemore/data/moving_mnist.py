@@ -97,7 +97,8 @@ def bounce(
     """Positions and velocities `[..., frames]` of points moving at constant speed inside
     `[0, limit]` and reflecting off both ends (the velocity component flips sign).
 
-    Frame 0 is at `start`; the velocity at frame t is the one that leads to frame t + 1."""
+    Frame 0 is at `start`; the velocity at frame t is the direction of travel just after it
+    (already reflected when the point sits on an edge)."""
     # Unfold the motion onto a line and fold it back into the interval: a triangle wave.
     # Rising half of the period: the point moves as on the line; falling half: reversed.
     unfolded = start[..., None] + velocity[..., None] * np.arange(frames)

@@ -1,0 +1,345 @@
+"""Moving MNIST: generator invariants, the embedded stand-in, and the real preprocessing run on
+tiny files in the real formats (local and file:// download), including refusals."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fixtures_mnist import (
+    IDX_NAME,
+    SEQUENCES_NAME,
+    tiny_digits,
+    tiny_sequences,
+    write_idx_images,
+    write_raw_files,
+)
+
+from seemore.data import DATASETS
+from seemore.data import moving_mnist as mm
+from seemore.data.download import DataError, RemoteFile, sha256_file
+
+BENCHMARK = DATASETS.get("moving_mnist")
+PREPARED = ("digits.npy", "test.npy", "meta.json")
+
+
+def config(**changes: object) -> mm.MovingMNISTConfig:
+    values: dict[str, object] = {
+        "source": "embedded",
+        "image_size": 64,
+        "input_frames": 10,
+        "output_frames": 10,
+        "test_clips": 4,
+    }
+    return mm.MovingMNISTConfig(**{**values, **changes})
+
+
+# --- generator ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("velocity", "positions", "velocities"),
+    [
+        (2.0, [4, 6, 8, 6, 4, 2, 0, 2], [2, 2, -2, -2, -2, -2, 2, 2]),
+        (-2.0, [4, 2, 0, 2, 4, 6, 8, 6], [-2, -2, 2, 2, 2, 2, -2, -2]),
+        (3.0, [4, 7, 6, 3, 0, 3, 6, 7], [3, 3, -3, -3, 3, 3, 3, -3]),
+    ],
+)
+def test_bounce_reflects_at_both_edges(
+    velocity: float, positions: list[float], velocities: list[float]
+) -> None:
+    got_positions, got_velocities = mm.bounce(np.array(4.0), np.array(velocity), 8, limit=8.0)
+    np.testing.assert_allclose(got_positions, positions)
+    np.testing.assert_allclose(got_velocities, velocities)
+
+
+def test_trajectories_follow_the_bounce_law_inside_the_frame() -> None:
+    image_size, frames = 64, 20
+    limit = image_size - mm.digit_size(image_size)
+    assert (mm.digit_size(image_size), limit) == (28, 36)
+    paths = mm.sample_trajectories(10, 200, frames, image_size, np.random.default_rng(3))
+    positions, velocities = paths.positions, paths.velocities
+    assert positions.shape == velocities.shape == (200, 2, frames, 2)
+    assert paths.digit_index.shape == (200, 2)
+    assert positions.min() >= 0 and positions.max() <= limit
+    # 3.6 px per frame in total, split between the axes by the direction.
+    np.testing.assert_allclose(np.hypot(velocities[..., 0], velocities[..., 1]), 3.6)
+    # Each step: move by the velocity; past (or onto) an edge, mirror the position and flip
+    # that velocity component; otherwise keep it.
+    moved = positions[:, :, :-1] + velocities[:, :, :-1]
+    outside = (moved <= 0) | (moved >= limit)
+    mirrored = np.where(moved < 0, -moved, np.where(moved > limit, 2 * limit - moved, moved))
+    np.testing.assert_allclose(positions[:, :, 1:], mirrored, atol=1e-9)
+    flipped = np.sign(velocities[:, :, 1:]) != np.sign(velocities[:, :, :-1])
+    np.testing.assert_array_equal(flipped, outside)
+    assert outside.sum() > 50, "200 clips of 20 frames must bounce often"
+
+
+def test_start_and_direction_cover_the_frame_and_the_circle() -> None:
+    paths = mm.sample_trajectories(10, 2000, 2, 64, np.random.default_rng(4))
+    start = paths.positions[:, :, 0].reshape(-1, 2)
+    assert start.min() < 1 and start.max() > 35
+    assert abs(start.mean() - 18) < 1
+    angle = np.arctan2(paths.velocities[:, :, 0, 0], paths.velocities[:, :, 0, 1]).ravel()
+    counts, _ = np.histogram(angle, bins=4, range=(-np.pi, np.pi))
+    assert counts.min() > 0.2 * angle.size
+
+
+def test_clip_is_the_pixelwise_max_of_two_whole_digits() -> None:
+    digits = tiny_digits(6)
+    paths = mm.sample_trajectories(len(digits), 16, 20, 64, np.random.default_rng(5))
+    clips = mm.render(digits, paths, 64)
+    assert clips.shape == (16, 20, 1, 64, 64) and clips.dtype == np.uint8
+    first = mm.render(digits, paths.slots(slice(0, 1)), 64)
+    second = mm.render(digits, paths.slots(slice(1, 2)), 64)
+    np.testing.assert_array_equal(clips, np.maximum(first, second))
+    # Every pixel of a fixture digit is lit: a digit wholly inside the frame lights exactly
+    # 28 x 28 pixels and carries its full sum in every frame.
+    for single, slot in ((first, 0), (second, 1)):
+        lit = (single > 0).sum(axis=(2, 3, 4))
+        assert np.all(lit == 28 * 28)
+        sums = single.sum(axis=(2, 3, 4), dtype=np.int64)
+        expected = digits[paths.digit_index[:, slot]].sum(axis=(1, 2), dtype=np.int64)
+        np.testing.assert_array_equal(sums, np.repeat(expected[:, None], 20, axis=1))
+
+
+def test_generate_clips_renders_the_sampled_trajectories() -> None:
+    digits = tiny_digits(6)
+    clips = mm.generate_clips(digits, 8, 12, 64, np.random.default_rng(6))
+    paths = mm.sample_trajectories(len(digits), 8, 12, 64, np.random.default_rng(6))
+    np.testing.assert_array_equal(clips, mm.render(digits, paths, 64))
+
+
+def test_same_seed_same_clips_other_seed_other_clips() -> None:
+    digits = tiny_digits(6)
+    first = mm.generate_clips(digits, 4, 20, 64, np.random.default_rng(7))
+    again = mm.generate_clips(digits, 4, 20, 64, np.random.default_rng(7))
+    other = mm.generate_clips(digits, 4, 20, 64, np.random.default_rng(8))
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_generator_scales_digit_and_speed_with_the_frame() -> None:
+    assert (mm.digit_size(32), mm.step_length(32)) == (14, 1.8)
+    clips = mm.generate_clips(tiny_digits(3), 5, 20, 32, np.random.default_rng(9))
+    assert clips.shape == (5, 20, 1, 32, 32)
+    # Two 14x14 digits (resampled, so edges may dim) light at most 2 * 196 pixels.
+    lit = (clips > 0).sum(axis=(2, 3, 4))
+    assert lit.min() >= 14 * 14 and lit.max() <= 2 * 14 * 14
+
+
+# --- embedded stand-in --------------------------------------------------------------------
+
+
+def test_embedded_prepare_writes_a_labelled_stand_in(tmp_path: Path) -> None:
+    section = config(test_clips=6)
+    BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
+    digits = np.load(tmp_path / "out" / "digits.npy")
+    test = BENCHMARK.test_clips(section, tmp_path / "out")
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert digits.dtype == np.uint8 and digits.shape[1:] == (28, 28)
+    assert test.dtype == np.uint8 and test.shape == (6, 20, 1, 64, 64)
+    assert test.max() > 200 and (test > 0).mean() > 0.05
+    assert meta["source"] == "embedded" and meta["stand_in"] is True
+    assert "NOT the real" in meta["description"]
+    assert meta["counts"] == {"train_digits": len(digits), "test_clips": 6}
+    assert not (tmp_path / "raw").exists(), "the stand-in needs no raw files"
+
+
+def test_embedded_digit_sets_are_disjoint_and_mnist_shaped() -> None:
+    train, test = mm.embedded_digits(np.random.default_rng(0))
+    assert len(train) + len(test) == 1797 and len(test) == 300
+    train_keys = {digit.tobytes() for digit in train}
+    assert not any(digit.tobytes() in train_keys for digit in test)
+    # MNIST layout: the digit lies in the central 20x20 box, a 4-pixel margin stays dark.
+    assert train[:, :4].max() == 0 and train[:, :, -4:].max() == 0
+    assert train.max() == 255
+
+
+def test_embedded_test_clips_are_fixed_by_data_seed(tmp_path: Path) -> None:
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        BENCHMARK.prepare(config(data_seed=seed), tmp_path / "raw", tmp_path / name)
+    read = {name: np.load(tmp_path / name / "test.npy") for name in "abc"}
+    np.testing.assert_array_equal(read["a"], read["b"])
+    assert not np.array_equal(read["a"], read["c"])
+
+
+def test_train_batches_are_generated_from_the_prepared_digits(tmp_path: Path) -> None:
+    section = config(input_frames=10, output_frames=5)
+    BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
+    stream = BENCHMARK.train_batches(section, tmp_path / "out", 3, np.random.default_rng(0))
+    batches = [next(stream) for _ in range(2)]
+    assert all(b.shape == (3, 15, 1, 64, 64) and b.dtype == np.uint8 for b in batches)
+    assert not np.array_equal(batches[0], batches[1])
+    again = BENCHMARK.train_batches(section, tmp_path / "out", 3, np.random.default_rng(0))
+    np.testing.assert_array_equal(next(again), batches[0])
+
+
+# --- real formats -------------------------------------------------------------------------
+
+
+def test_local_prepare_reads_the_real_formats(tmp_path: Path) -> None:
+    digits, sequences = tiny_digits(5), tiny_sequences(3)
+    write_raw_files(tmp_path / "files", digits, sequences)
+    section = config(source="local", root=str(tmp_path / "files"), test_clips=2)
+    BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "digits.npy"), digits)
+    test = BENCHMARK.test_clips(section, tmp_path / "out")
+    assert test.shape == (2, 20, 1, 64, 64) and test.dtype == np.uint8
+    # Time-major (T, N, H, W) becomes clip-major [N, T, 1, H, W].
+    np.testing.assert_array_equal(test[1, 7, 0], sequences[7, 1])
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert meta["source"] == "local" and meta["stand_in"] is False
+    assert meta["counts"] == {"train_digits": 5, "test_clips": 2}
+    batch = next(BENCHMARK.train_batches(section, tmp_path / "out", 2, np.random.default_rng(0)))
+    assert batch.shape == (2, 20, 1, 64, 64)
+
+
+def test_local_prepare_keeps_all_clips_when_test_clips_is_unset(tmp_path: Path) -> None:
+    write_raw_files(tmp_path / "files", tiny_digits(2), tiny_sequences(3))
+    section = config(source="local", root=str(tmp_path / "files"), test_clips=None)
+    BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
+    assert np.load(tmp_path / "out" / "test.npy").shape == (3, 20, 1, 64, 64)
+
+
+def test_local_prepare_names_a_missing_file(tmp_path: Path) -> None:
+    (tmp_path / "files").mkdir()
+    write_idx_images(tmp_path / "files" / IDX_NAME, tiny_digits(2))
+    section = config(source="local", root=str(tmp_path / "files"))
+    with pytest.raises(DataError, match=SEQUENCES_NAME):
+        BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
+
+
+def point_downloads_at(monkeypatch: pytest.MonkeyPatch, files: Path, **sha256: str) -> None:
+    """Serve the raw files from `files` through file:// URLs, pinned to their real hashes
+    unless a role is given another hash."""
+    table = {
+        role: RemoteFile(
+            remote.name,
+            (files / remote.name).as_uri(),
+            sha256.get(role, sha256_file(files / remote.name)),
+        )
+        for role, remote in mm.REMOTE_FILES.items()
+    }
+    monkeypatch.setattr(mm, "REMOTE_FILES", table)
+    md5 = hashlib.md5((files / SEQUENCES_NAME).read_bytes()).hexdigest()
+    monkeypatch.setattr(mm, "TEST_SEQUENCES_MD5", md5)
+
+
+def test_download_prepare_fetches_verifies_and_prepares(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    digits, sequences = tiny_digits(4), tiny_sequences(3)
+    write_raw_files(tmp_path / "server", digits, sequences)
+    point_downloads_at(monkeypatch, tmp_path / "server")
+    section = config(source="download", test_clips=None)
+    BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == sorted(
+        [IDX_NAME, SEQUENCES_NAME]
+    )
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "digits.npy"), digits)
+    test = np.load(tmp_path / "out" / "test.npy")
+    np.testing.assert_array_equal(test[:, :, 0], sequences.transpose(1, 0, 2, 3))
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert meta["source"] == "download" and meta["stand_in"] is False
+
+
+def test_checksum_mismatch_leaves_nothing_that_looks_valid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_raw_files(tmp_path / "server", tiny_digits(2), tiny_sequences(2))
+    out = tmp_path / "out"
+    # An earlier, valid preparation must not survive a failed one.
+    BENCHMARK.prepare(config(), tmp_path / "raw", out)
+    assert all((out / name).is_file() for name in PREPARED)
+    point_downloads_at(monkeypatch, tmp_path / "server", test_sequences="0" * 64)
+    with pytest.raises(DataError, match="SHA-256"):
+        BENCHMARK.prepare(config(source="download"), tmp_path / "raw", out)
+    assert not (tmp_path / "raw" / SEQUENCES_NAME).exists()
+    assert not list((tmp_path / "raw").glob("*.part"))
+    assert not list(out.iterdir())
+
+
+def test_md5_disagreeing_with_the_pinned_sha256_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_raw_files(tmp_path / "server", tiny_digits(2), tiny_sequences(2))
+    point_downloads_at(monkeypatch, tmp_path / "server")
+    monkeypatch.setattr(mm, "TEST_SEQUENCES_MD5", "0" * 32)
+    with pytest.raises(DataError, match="MD5"):
+        BENCHMARK.prepare(config(source="download"), tmp_path / "raw", tmp_path / "out")
+    assert not (tmp_path / "raw" / SEQUENCES_NAME).exists()
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_wrong_idx_magic_is_refused_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / IDX_NAME
+    write_idx_images(path, tiny_digits(2), magic=2049)
+    with pytest.raises(DataError, match=rf"{IDX_NAME}.*magic number is 2049, expected 2051"):
+        mm.read_idx_images(path)
+
+
+def test_truncated_or_wrongly_sized_idx_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / IDX_NAME
+    write_idx_images(path, np.zeros((2, 20, 20), dtype=np.uint8))
+    with pytest.raises(DataError, match="2 images of 20x20"):
+        mm.read_idx_images(path)
+    write_idx_images(path, tiny_digits(2))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=IDX_NAME):
+        mm.read_idx_images(path)
+
+
+@pytest.mark.parametrize(
+    ("array", "message"),
+    [
+        (np.zeros((10, 2, 64, 64), np.uint8), r"shape \(10, 2, 64, 64\)"),
+        (np.zeros((2, 20, 64, 64), np.uint8), r"shape \(2, 20, 64, 64\)"),
+        (np.zeros((20, 2, 32, 32), np.uint8), r"shape \(20, 2, 32, 32\)"),
+        (np.zeros((20, 2, 64, 64), np.float32), "float32, expected a uint8"),
+    ],
+)
+def test_wrong_test_array_is_refused_naming_the_file(
+    tmp_path: Path, array: np.ndarray, message: str
+) -> None:
+    path = tmp_path / SEQUENCES_NAME
+    np.save(path, array)
+    with pytest.raises(DataError, match=rf"{SEQUENCES_NAME}.*{message}"):
+        mm.read_test_sequences(path, None)
+
+
+def test_asking_for_more_test_clips_than_the_file_holds_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / SEQUENCES_NAME
+    np.save(path, tiny_sequences(2))
+    with pytest.raises(DataError, match="holds 2 clips, test_clips asks for 3"):
+        mm.read_test_sequences(path, 3)
+
+
+# --- configuration rules ------------------------------------------------------------------
+
+
+def test_check_accepts_the_reference_horizons() -> None:
+    assert BENCHMARK.check(config()) == []
+    assert BENCHMARK.check(config(source="download")) == []
+    assert BENCHMARK.check(config(output_frames=5, output_frames_test=10)) == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"output_frames": 11}, "10 \\+ 11 is longer than the 20 frames"),
+        ({"output_frames": 5, "output_frames_test": 15}, "output_frames_test = 10 \\+ 15"),
+        ({"source": "download", "image_size": 32}, "test set is 64x64"),
+        ({"source": "local", "root": "/data", "image_size": 128}, "test set is 64x64"),
+        ({"source": "download", "test_clips": 10001}, "holds only 10000 clips"),
+        ({"image_size": 1}, "no room for a moving digit"),
+    ],
+)
+def test_check_refuses(changes: dict[str, object], message: str) -> None:
+    problems = BENCHMARK.check(config(**changes))
+    assert any(re.search(message, problem) for problem in problems), problems
