@@ -1,0 +1,125 @@
+"""The training loop: determinism on CPU, checkpoint contents, stage chaining, inference model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from seemore import pipeline
+from seemore.backbones import BACKBONES
+from seemore.config import validate_params
+from seemore.data import DATASETS
+from seemore.method.variants import VARIANTS
+from seemore.train import (
+    TrainJob,
+    load_checkpoint,
+    load_inference_model,
+    resolve_device,
+    train_stage,
+)
+
+
+def tiny(embedded_raw: dict[str, Any], **stage2: Any) -> Any:
+    raw = embedded_raw
+    raw["data"]["moving_mnist"].update(image_size=16, test_clips=4)
+    raw["models"]["convlstm"].update(num_hidden=[4], patch_size=4)
+    raw["training"].update(batch_size=2)
+    raw["training"]["stage1"]["steps"] = 3
+    raw["training"]["stage2"].update(steps=2, **stage2)
+    return validate_params(raw)
+
+
+def job(params: Any, seed: int = 0, stage: int = 1) -> TrainJob:
+    run = pipeline.Run("moving_mnist", "convlstm", "baseline", seed)
+    return TrainJob(
+        benchmark=DATASETS.get("moving_mnist"),
+        data=params.data["moving_mnist"],
+        backbone_name="convlstm",
+        backbone=params.models["convlstm"],
+        variant_name="baseline",
+        variant=VARIANTS.get("baseline"),
+        training=params.training,
+        method=params.method,
+        seed=seed,
+        params_hash=pipeline.stage_hash(params, run, stage),
+        device=torch.device("cpu"),
+    )
+
+
+@pytest.fixture
+def prepared(tmp_path_factory: pytest.TempPathFactory, embedded_raw: dict[str, Any]) -> Path:
+    params = tiny(embedded_raw)
+    out = tmp_path_factory.mktemp("prepared")
+    DATASETS.get("moving_mnist").prepare(params.data["moving_mnist"], out / "raw", out)
+    return out
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["objective"]
+
+
+def test_cpu_training_is_deterministic_per_seed(
+    prepared: Path, tmp_path: Path, embedded_raw: dict[str, Any]
+) -> None:
+    params = tiny(embedded_raw)
+    runs = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        runs[name] = weights(train_stage(job(params, seed), 1, prepared, tmp_path / name))
+    for key in runs["a"]:
+        assert torch.equal(runs["a"][key], runs["b"][key]), key
+    assert any(not torch.equal(runs["a"][k], runs["c"][k]) for k in runs["a"])
+
+
+def test_checkpoint_carries_what_resuming_needs(
+    prepared: Path, tmp_path: Path, embedded_raw: dict[str, Any]
+) -> None:
+    params = tiny(embedded_raw)
+    checkpoint = load_checkpoint(train_stage(job(params, 3), 1, prepared, tmp_path))
+    assert checkpoint["step"] == 3 and checkpoint["seed"] == 3
+    assert checkpoint["params_hash"] == job(params, 3).params_hash
+    assert checkpoint["optimizer"]["adam"]["state"], "optimizer moments missing"
+    assert [row["step"] for row in checkpoint["log"]] == [0, 1, 2]
+
+
+def test_stage_two_starts_from_stage_one_and_refuses_stale_checkpoints(
+    prepared: Path, tmp_path: Path, embedded_raw: dict[str, Any]
+) -> None:
+    params = tiny(embedded_raw, lr=1e-12)
+    stage1_job = job(params)
+    train_stage(stage1_job, 1, prepared, tmp_path)
+    train_stage(job(params, stage=2), 2, prepared, tmp_path, stage1_hash=stage1_job.params_hash)
+    before = weights(tmp_path / "stage1.pt")
+    after = weights(tmp_path / "stage2.pt")
+    for key in before:
+        torch.testing.assert_close(after[key], before[key], atol=1e-9, rtol=0)
+    log = (tmp_path / "train_log.csv").read_text().splitlines()
+    assert len(log) == 1 + 3 + 2 and log[0].startswith("stage,step,loss")
+    assert [line.split(",")[1] for line in log[1:]] == ["0", "1", "2", "3", "4"]
+
+    with pytest.raises(ValueError, match="re-run stage one"):
+        train_stage(job(params, stage=2), 2, prepared, tmp_path, stage1_hash="something-else")
+
+
+def test_inference_model_loads_into_the_plain_backbone(
+    prepared: Path, tmp_path: Path, embedded_raw: dict[str, Any]
+) -> None:
+    params = tiny(embedded_raw)
+    train_stage(job(params), 1, prepared, tmp_path)
+    train_stage(job(params, stage=2), 2, prepared, tmp_path)
+    network, saved = load_inference_model(tmp_path / "model.pt")
+    assert type(network) is BACKBONES.get("convlstm")
+    assert saved["stats"]["stage1"]["steps"] == 3 and saved["stats"]["stage2"]["steps"] == 2
+    clip = torch.rand(1, 20, 1, 16, 16)
+    assert network(clip).frames.shape == (1, 19, 1, 16, 16)
+
+
+def test_device_resolution() -> None:
+    assert resolve_device("cpu").type == "cpu"
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            resolve_device("cuda")
