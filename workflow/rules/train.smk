@@ -13,8 +13,6 @@ rule train_stage1:
     params:
         params_hash=lambda w: pipeline.stage_hash(PARAMS, _run(w), 1),
     threads: 1
-    resources:
-        gpu=1 if PARAMS.experiment.device != "cpu" else 0,
     log:
         RUN_DIR + "/stage1.log",
     shell:
@@ -34,8 +32,6 @@ rule train_stage2:
     params:
         params_hash=lambda w: pipeline.stage_hash(PARAMS, _run(w), 2),
     threads: 1
-    resources:
-        gpu=1 if PARAMS.experiment.device != "cpu" else 0,
     log:
         RUN_DIR + "/stage2.log",
     shell:
