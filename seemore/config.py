@@ -90,7 +90,8 @@ class LMAConfig(Section):
     a_max: PositiveFloat = 2e-4
     order_lambda: NonNegativeFloat = 2.0
     order_weight: NonNegativeFloat = 10.0
-    meta_lr: PositiveFloat = 1e-6
+    # Adam's lr on the rates; 1e-7 is the authors' value for a stage-two lr of 1e-4.
+    meta_lr: PositiveFloat = 1e-7
 
 
 class MethodConfig(Section):

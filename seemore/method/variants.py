@@ -25,6 +25,9 @@ class Variant:
 VARIANTS: Registry[Variant] = Registry("variant", "seemore.method")
 
 VARIANTS.register("baseline")(Variant("baseline", bidirectional=False, meta_adapted=False))
+VARIANTS.register("bdn")(Variant("bdn", bidirectional=True, meta_adapted=False))
+VARIANTS.register("lma")(Variant("lma", bidirectional=False, meta_adapted=True))
+VARIANTS.register("seemore")(Variant("seemore", bidirectional=True, meta_adapted=True))
 
 
 def build_objective(
