@@ -4,6 +4,7 @@ parameter counts and FLOPs against OpenSTL's published ones, and one BDN / LMA s
 from __future__ import annotations
 
 from contextlib import nullcontext
+from typing import Any
 
 import pytest
 import torch
@@ -22,7 +23,7 @@ from seemore.backbones.predrnn_pp import (
 )
 from seemore.backbones.profile import count_flops, count_parameters
 from seemore.backbones.reference import REFERENCE_GEOMETRY, reference_config
-from seemore.config import BDNConfig, LMAConfig
+from seemore.config import BDNConfig, ConfigError, LMAConfig, validate_params
 from seemore.method.bdn import BidirectionalObjective
 from seemore.method.lma import LMAUpdater
 from seemore.method.updater import AdamUpdater
@@ -356,6 +357,21 @@ def test_reference_configurations_follow_openstl_per_benchmark() -> None:
 def test_bad_configurations_are_refused(config_class: type, bad: dict, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         config_class.model_validate({"num_hidden": [8, 8], **bad})
+
+
+def test_params_file_errors_name_the_backbone_key(embedded_raw: dict[str, Any]) -> None:
+    embedded_raw["experiment"]["backbones"] = NAMES
+    for name in NAMES:
+        embedded_raw["models"][name] = {"num_hidden": [8, 8], "filter_size": 3, "patch_size": 4}
+    params = validate_params(embedded_raw)
+    assert all(isinstance(params.models[n], CLASSES[n].config_class) for n in NAMES)
+    embedded_raw["models"]["mim"]["num_hidden"] = [8]
+    with pytest.raises(ConfigError, match=r"models\.mim\.num_hidden = \[8\]: .*at least 2"):
+        validate_params(embedded_raw)
+    embedded_raw["models"]["mim"]["num_hidden"] = [8, 8]
+    embedded_raw["models"]["predrnn_pp"]["patch_size"] = 5
+    with pytest.raises(ConfigError, match=r"models\.predrnn_pp with data\.moving_mnist: patch"):
+        validate_params(embedded_raw)
 
 
 def test_a_single_layer_is_enough_for_predrnn_only() -> None:
