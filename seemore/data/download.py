@@ -2,11 +2,17 @@
 
 A download is streamed to a temp file beside its destination, its SHA-256 is checked, and
 only then is it renamed into place: a failure or mismatch never leaves a file that looks valid.
+
+Where no SHA-256 is published for a file (`RemoteFile.sha256` is None), the first copy is
+trusted ("trust on first use"): its SHA-256 is recorded in `<name>.sha256` beside it, with a
+warning, and every later run verifies the file against that record. A SHA-1 published by
+another source, where one exists, is checked on that first use as well.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import tarfile
@@ -17,6 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 CHUNK = 1 << 20
+# Suffix of the file that records a trusted-on-first-use SHA-256 beside the file it pins.
+PIN_SUFFIX = ".sha256"
+
+logger = logging.getLogger(__name__)
 
 
 class DataError(RuntimeError):
@@ -25,17 +35,28 @@ class DataError(RuntimeError):
 
 @dataclass(frozen=True)
 class RemoteFile:
+    """A file to download. `sha256` None: no SHA-256 is published, so the first copy is
+    trusted and its hash recorded (see the module docstring). `sha1`: a published SHA-1,
+    checked on that first use."""
+
     name: str
     url: str
-    sha256: str
+    sha256: str | None
+    sha1: str | None = None
+
+
+def file_digests(path: Path, *algorithms: str) -> dict[str, str]:
+    """Hex digests of `path` for each hashlib algorithm name, in one pass over the file."""
+    digests = {name: hashlib.new(name) for name in algorithms}
+    with path.open("rb") as file:
+        while chunk := file.read(CHUNK):
+            for digest in digests.values():
+                digest.update(chunk)
+    return {name: digest.hexdigest() for name, digest in digests.items()}
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while chunk := file.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digests(path, "sha256")["sha256"]
 
 
 def verify(path: Path, sha256: str) -> None:
@@ -44,11 +65,58 @@ def verify(path: Path, sha256: str) -> None:
         raise DataError(f"{path}: SHA-256 is {actual}, expected {sha256}; the file is corrupt")
 
 
+def pin_path(directory: Path, remote: RemoteFile) -> Path:
+    return directory / f"{remote.name}{PIN_SUFFIX}"
+
+
+def expected_sha256(remote: RemoteFile, directory: Path) -> str | None:
+    """The published SHA-256, else the one recorded on first use, else None."""
+    if remote.sha256 is not None:
+        return remote.sha256
+    pin = pin_path(directory, remote)
+    if not pin.is_file():
+        return None
+    recorded = pin.read_text().strip()
+    if len(recorded) != 64 or any(c not in "0123456789abcdef" for c in recorded):
+        raise DataError(f"{pin}: expected one lowercase hex SHA-256, found {recorded[:80]!r}")
+    return recorded
+
+
+def _trust_on_first_use(path: Path, remote: RemoteFile, directory: Path, origin: str) -> None:
+    """Check the published SHA-1 if any, then record the SHA-256 of `path` as the pin."""
+    digests = file_digests(path, "sha256", *(["sha1"] if remote.sha1 else []))
+    if remote.sha1 is not None and digests["sha1"] != remote.sha1:
+        raise DataError(
+            f"{origin}: SHA-1 is {digests['sha1']}, expected the published {remote.sha1}; "
+            "the file is corrupt or not the published one"
+        )
+    pin = pin_path(directory, remote)
+    text = digests["sha256"] + "\n"
+    handle, temp = tempfile.mkstemp(dir=directory, prefix=f".{pin.name}.", suffix=".part")
+    with os.fdopen(handle, "w") as file:
+        file.write(text)
+    os.replace(temp, pin)
+    checked = "its published SHA-1 matched; " if remote.sha1 else ""
+    logger.warning(
+        "%s: no published SHA-256; %strusting it on first use and recording %s in %s, "
+        "which later runs verify",
+        origin,
+        checked,
+        digests["sha256"],
+        pin,
+    )
+
+
 def fetch(remote: RemoteFile, directory: Path) -> Path:
     """`directory/remote.name`, downloaded and verified unless a verified copy is there."""
     target = directory / remote.name
+    expected = expected_sha256(remote, directory)
     if target.is_file():
-        verify(target, remote.sha256)
+        if expected is None:
+            # Placed there by hand or restored without its pin: trusted like a first download.
+            _trust_on_first_use(target, remote, directory, str(target))
+        else:
+            verify(target, expected)
         return target
     directory.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(dir=directory, prefix=f".{remote.name}.", suffix=".part")
@@ -56,13 +124,17 @@ def fetch(remote: RemoteFile, directory: Path) -> Path:
     try:
         with os.fdopen(handle, "wb") as out, urllib.request.urlopen(remote.url) as response:
             shutil.copyfileobj(response, out, CHUNK)
-        try:
-            verify(temp, remote.sha256)
-        except DataError:
-            raise DataError(
-                f"{remote.url}: downloaded file has the wrong SHA-256 (expected {remote.sha256}); "
-                "nothing was kept"
-            ) from None
+        if expected is None:
+            _trust_on_first_use(temp, remote, directory, remote.url)
+        else:
+            try:
+                verify(temp, expected)
+            except DataError:
+                pinned = "the published pin" if remote.sha256 else str(pin_path(directory, remote))
+                raise DataError(
+                    f"{remote.url}: downloaded file has the wrong SHA-256 (expected {expected}, "
+                    f"from {pinned}); nothing was kept"
+                ) from None
         os.replace(temp, target)
     finally:
         temp.unlink(missing_ok=True)
@@ -75,6 +147,20 @@ def _checked_member_path(archive: Path, target: Path, name: str) -> Path:
     if pure.is_absolute() or not destination.is_relative_to(target.resolve()):
         raise DataError(f"{archive}: entry {name!r} would be extracted outside {target}; refused")
     return destination
+
+
+def _check_tar_end(archive: Path, tarred: tarfile.TarFile) -> None:
+    """A tar cut at a member boundary reads as a shorter valid archive; only the zero block
+    that every tar writer puts after the last member tells the two apart."""
+    assert tarred.fileobj is not None
+    tarred.fileobj.seek(tarred.offset)
+    block = tarred.fileobj.read(tarfile.BLOCKSIZE)
+    if len(block) != tarfile.BLOCKSIZE or block.count(0) != tarfile.BLOCKSIZE:
+        entries = len(tarred.getmembers())
+        raise DataError(
+            f"{archive}: ends after {entries} entries without the tar end-of-archive marker; "
+            "truncated"
+        )
 
 
 def safe_extract(archive: Path, target: Path) -> None:
@@ -93,6 +179,7 @@ def safe_extract(archive: Path, target: Path) -> None:
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tarred:
                 members = tarred.getmembers()
+                _check_tar_end(archive, tarred)
                 for member in members:
                     _checked_member_path(archive, target, member.name)
                     if member.islnk() or member.issym():
