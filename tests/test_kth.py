@@ -1,0 +1,255 @@
+"""KTH Action: the real preprocessing on tiny AVIs (written with PyAV) and image folders in the
+real layouts, the file:// download path, split and windowing rules, refusals, and the
+embedded stand-in."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fixtures_video import ramp_frames, write_images, write_video, write_zip
+
+from seemore.config import ConfigError, validate_params
+from seemore.data import DATASETS
+from seemore.data import kth as kth_module
+from seemore.data.download import DataError, RemoteFile
+from seemore.data.video import count_windows
+
+BENCHMARK = DATASETS.get("kth")
+RAW_SHAPE = (24, 32)  # KTH is 160x120; tiny here
+SIZE = 16
+STEP = 3
+
+
+def config(**changes: object) -> kth_module.KTHConfig:
+    values: dict[str, object] = {
+        "source": "local",
+        "image_size": SIZE,
+        "input_frames": 2,
+        "output_frames": 3,
+        "output_frames_test": 4,
+        "train_persons": [1, 2],
+        "test_persons": [17],
+    }
+    return kth_module.KTHConfig(**{**values, **changes})
+
+
+# A distinct gray level per recording, 60 apart (a 13-frame ramp rises 36), so a window's
+# values tell which recording and which frames it came from.
+BASES = {(1, "boxing"): 10, (2, "jogging"): 70, (17, "boxing"): 130, (17, "jogging"): 190}
+VIDEO_LENGTHS = {(1, "boxing"): 12, (2, "jogging"): 11, (17, "boxing"): 13, (17, "jogging"): 6}
+
+
+def write_kth_videos(root: Path, lengths: dict[tuple[int, str], int]) -> None:
+    """`root/<action>/personXX_<action>_d1_uncomp.avi` of `lengths[(person, action)]` frames;
+    frame i of a recording has the gray level base + 3 i."""
+    for (person, action), count in lengths.items():
+        frames = ramp_frames(count, BASES[(person, action)], STEP, RAW_SHAPE)
+        write_video(root / action / f"person{person:02d}_{action}_d1_uncomp.avi", frames)
+
+
+def load_split(out: Path, split: str) -> np.ndarray:
+    return np.load(out / f"{split}.npy", mmap_mode="r")
+
+
+def origin(window: np.ndarray) -> tuple[tuple[int, str], int]:
+    """(recording, index of its first frame) decoded from a window's gray levels."""
+    levels = window.reshape(len(window), -1).mean(axis=1)
+    # Consecutive frames of one recording: the level rises by STEP each frame.
+    np.testing.assert_allclose(np.diff(levels), STEP, atol=1.0)
+    recording = max((key for key, base in BASES.items() if base <= levels[0] + 2), key=BASES.get)
+    return recording, round((levels[0] - BASES[recording]) / STEP)
+
+
+def test_local_avis_become_windows_of_one_recording_each(tmp_path: Path) -> None:
+    write_kth_videos(tmp_path / "kth", VIDEO_LENGTHS)
+    section = config(root=str(tmp_path / "kth"), actions=["boxing", "jogging"])
+    BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
+    train, test = load_split(tmp_path / "out", "train"), load_split(tmp_path / "out", "test")
+    assert train.shape[1:] == (5, 1, SIZE, SIZE) and train.dtype == np.uint8
+    assert test.shape[1:] == (6, 1, SIZE, SIZE)
+    # Reference windowing: non-overlapping for boxing, every 3 frames for jogging.
+    assert len(train) == count_windows(12, 5, 5) + count_windows(11, 5, 3)
+    assert len(test) == count_windows(13, 6, 6) + count_windows(6, 6, 3)
+    assert [origin(window) for window in train] == [
+        ((1, "boxing"), 0),
+        ((1, "boxing"), 5),
+        ((2, "jogging"), 0),
+        ((2, "jogging"), 3),
+        ((2, "jogging"), 6),
+    ]
+    # Person 17 is in the test split only, and the 6-frame jogging video gives one window.
+    assert [origin(window) for window in test] == [
+        ((17, "boxing"), 0),
+        ((17, "boxing"), 6),
+        ((17, "jogging"), 0),
+    ]
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert meta["stand_in"] is False and meta["source"] == "local"
+    assert meta["persons_present"] == {"train": [1, 2], "test": [17]}
+    assert meta["counts"]["train_clips"] == len(train)
+
+
+def test_clip_stride_overrides_the_reference_windowing(tmp_path: Path) -> None:
+    write_kth_videos(tmp_path / "kth", {(1, "boxing"): 12, (17, "boxing"): 8})
+    section = config(root=str(tmp_path / "kth"), actions=["boxing"], clip_stride=2)
+    BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
+    assert len(load_split(tmp_path / "out", "train")) == count_windows(12, 5, 2)
+    assert len(load_split(tmp_path / "out", "test")) == count_windows(8, 6, 2)
+
+
+def test_image_folders_are_read_and_a_numbering_gap_splits_the_windows(tmp_path: Path) -> None:
+    root = tmp_path / "kth_action"
+    numbers = [*range(1, 8), *range(10, 17)]  # frames 8 and 9 were lost
+    frames = ramp_frames(len(numbers), 0, 10, RAW_SHAPE)
+    frames[:, 0, 0] = 255  # the one bright pixel makes the resize visible, not a flat frame
+    names = [f"image_{n:04d}.png" for n in numbers]
+    write_images(root / "boxing" / "person03_boxing_d2_uncomp", frames, names)
+    test_frames = ramp_frames(6, 5, 7, RAW_SHAPE)
+    write_images(
+        root / "boxing" / "person20_boxing_d4_uncomp",
+        test_frames,
+        [f"image_{n:04d}.jpg" for n in range(1, 7)],
+    )
+    section = config(root=str(root), actions=["boxing"], train_persons=[3], test_persons=[20])
+    BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
+    train = load_split(tmp_path / "out", "train")
+    # Runs of 7 frames each side of the gap: one 5-frame window per run, none across the gap.
+    assert len(train) == 2
+    middle = train[:, :, 0, SIZE // 2, SIZE // 2].astype(int)
+    np.testing.assert_array_equal(middle, [[0, 10, 20, 30, 40], [70, 80, 90, 100, 110]])
+    test = load_split(tmp_path / "out", "test")
+    assert test.shape == (1, 6, 1, SIZE, SIZE)
+    np.testing.assert_allclose(test[0, :, 0, SIZE // 2, SIZE // 2], 5 + 7 * np.arange(6), atol=2)
+
+
+def test_a_recording_shorter_than_a_window_gives_no_window(tmp_path: Path) -> None:
+    write_kth_videos(tmp_path / "kth", {(1, "boxing"): 12, (17, "boxing"): 3})
+    section = config(root=str(tmp_path / "kth"), actions=["boxing"])
+    with pytest.raises(DataError, match=r"test split: no recording of persons \[17\] is 6"):
+        BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
+    assert not (tmp_path / "out" / "test.npy").exists()
+    assert not (tmp_path / "out" / "meta.json").exists()
+
+
+def test_a_missing_action_names_the_expected_layout(tmp_path: Path) -> None:
+    write_kth_videos(tmp_path / "kth", {(1, "boxing"): 12, (17, "boxing"): 12})
+    section = config(root=str(tmp_path / "kth"), actions=["boxing", "walking"])
+    with pytest.raises(DataError, match=r"no recordings of \['walking'\]; expected under"):
+        BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
+
+
+def test_a_missing_root_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="not a folder"):
+        BENCHMARK.prepare(config(root=str(tmp_path / "nowhere")), tmp_path / "raw", tmp_path / "o")
+
+
+def serve_zips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sha1: str | None = None) -> None:
+    """The boxing zip as KTH ships it (AVIs at the top level), served via file://."""
+    write_kth_videos(tmp_path / "videos", {(1, "boxing"): 12, (17, "boxing"): 12})
+    avis = {p.name: p for p in (tmp_path / "videos" / "boxing").iterdir()}
+    archive = tmp_path / "server" / "boxing.zip"
+    archive.parent.mkdir()
+    write_zip(archive, avis)
+    published = sha1 or hashlib.sha1(archive.read_bytes()).hexdigest()
+    remote = RemoteFile("boxing.zip", archive.as_uri(), None, published)
+    monkeypatch.setattr(kth_module, "REMOTE_FILES", {"boxing": remote})
+
+
+def test_download_verifies_pins_on_first_use_and_unzips_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    serve_zips(tmp_path, monkeypatch)
+    section = config(source="download", actions=["boxing"])
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    BENCHMARK.prepare(section, raw, out)
+    pin = (raw / "boxing.zip.sha256").read_text().strip()
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["files"] == {"boxing.zip": pin} and meta["source"] == "download"
+    assert len(load_split(out, "train")) == 2
+    extracted = raw / "videos" / "boxing" / "person01_boxing_d1_uncomp.avi"
+    stamp = extracted.stat().st_mtime_ns
+    BENCHMARK.prepare(section, raw, out)
+    assert extracted.stat().st_mtime_ns == stamp
+
+
+def test_download_refuses_a_zip_whose_published_sha1_differs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    serve_zips(tmp_path, monkeypatch, sha1="0" * 40)
+    with pytest.raises(DataError, match="SHA-1"):
+        BENCHMARK.prepare(config(source="download", actions=["boxing"]), tmp_path / "raw", tmp_path)
+    assert list((tmp_path / "raw").iterdir()) == []
+
+
+def test_real_zips_are_pinned_to_vipys_sha1() -> None:
+    for action, remote in kth_module.REMOTE_FILES.items():
+        assert remote.url == f"http://www.csc.kth.se/cvap/actions/{action}.zip"
+        assert remote.sha256 is None and len(remote.sha1 or "") == 40
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        ({"train_persons": [1, 17], "test_persons": [17, 18]}, r"share persons \[17\]"),
+        ({"test_persons": [26]}, "persons 1-25"),
+        ({"train_persons": [1, 1]}, "twice"),
+        ({"train_clips": 10}, "'embedded' only"),
+        ({"source": "embedded", "image_size": 16}, "at least 32"),
+        ({"source": "local", "root": None}, "needs 'root'"),
+    ],
+)
+def test_check_refuses(changes: dict[str, object], problem: str) -> None:
+    section = config(**{"root": "/data/kth", **changes})
+    assert any(re.search(problem, p) for p in BENCHMARK.check(section))
+
+
+def test_params_with_a_kth_section_validate(embedded_raw: dict) -> None:
+    embedded_raw["experiment"]["datasets"] = ["kth"]
+    embedded_raw["data"]["kth"] = {
+        "source": "embedded",
+        "image_size": 64,
+        "input_frames": 10,
+        "output_frames": 20,
+        "output_frames_test": 40,
+    }
+    params = validate_params(embedded_raw)
+    assert BENCHMARK.stored_clip_length(params.data["kth"]) == 50
+    embedded_raw["data"]["kth"]["test_persons"] = [16, 17]
+    with pytest.raises(ConfigError, match=r"data\.kth: .*share persons \[16\]"):
+        validate_params(embedded_raw)
+
+
+# --- embedded stand-in ---------------------------------------------------------------------
+
+
+def embedded(**changes: object) -> kth_module.KTHConfig:
+    values = {"source": "embedded", "image_size": 32, "train_clips": 6, "test_clips": 3}
+    return config(**{**values, **changes})
+
+
+def test_embedded_stand_in_has_the_benchmark_geometry(tmp_path: Path) -> None:
+    BENCHMARK.prepare(embedded(), tmp_path / "raw", tmp_path / "out")
+    train, test = load_split(tmp_path / "out", "train"), load_split(tmp_path / "out", "test")
+    assert train.shape == (6, 5, 1, 32, 32) and test.shape == (3, 6, 1, 32, 32)
+    assert BENCHMARK.test_clips(embedded(), tmp_path / "out").shape == (3, 6, 1, 32, 32)
+    # Something moves: consecutive frames differ, and the figure stands out of the backdrop.
+    assert np.abs(np.diff(train.astype(int), axis=1)).mean() > 0.1
+    assert train.std() > 10
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert meta["stand_in"] is True and "NOT the real KTH" in meta["description"]
+    assert meta["counts"] == {"train_clips": 6, "test_clips": 3}
+
+
+def test_embedded_stand_in_is_fixed_by_data_seed(tmp_path: Path) -> None:
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        BENCHMARK.prepare(embedded(data_seed=seed), tmp_path / "raw", tmp_path / name)
+    same = [(tmp_path / n / "train.npy").read_bytes() for n in ("a", "b", "c")]
+    assert same[0] == same[1] != same[2]
