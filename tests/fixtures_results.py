@@ -18,11 +18,11 @@ VARIANT_FACTOR = {"baseline": 1.0, "bdn": 0.93, "lma": 0.96, "seemore": 0.88}
 LMA_LEVELS = ("layer0", "layer1", "head")
 
 
-def moving_square(clip: int, frames: int, offset: int = 0) -> np.ndarray:
-    """uint8 `[frames, 1, SIZE, SIZE]`: a bright square moving right."""
-    out = np.zeros((frames, 1, SIZE, SIZE), np.uint8)
+def moving_square(clip: int, frames: int, offset: int = 0, size: int = SIZE) -> np.ndarray:
+    """uint8 `[frames, 1, size, size]`: a bright square moving right."""
+    out = np.zeros((frames, 1, size, size), np.uint8)
     for t in range(frames):
-        left = (2 * t + 3 * clip + offset) % (SIZE - 4)
+        left = (2 * t + 3 * clip + offset) % (size - 4)
         out[t, 0, 4 + clip % 4 : 9 + clip % 4, left : left + 4] = 220
     return out
 
@@ -42,6 +42,7 @@ def write_run(
     description: str = "moving handwritten digits (scikit-learn digits, upscaled)",
     input_frames: int = INPUT_FRAMES,
     horizon: int = HORIZON,
+    frame_size: int = SIZE,
     parameters: int = 123_456,
     latency: float = 0.004,
 ) -> Path:
@@ -57,9 +58,10 @@ def write_run(
     }
     if lpips_reason is None:
         per_frame["lpips"] = 0.05 + 0.01 * frames * (level / base_mse)
-    clips = np.stack([moving_square(c, input_frames + horizon) for c in range(3)])
+    clips = np.stack([moving_square(c, input_frames + horizon, size=frame_size) for c in range(3)])
+    offset = 2 * input_frames + 1 + seed % 2
     predictions = np.stack(
-        [moving_square(c, horizon, offset=2 * input_frames + 1 + seed % 2) for c in range(3)]
+        [moving_square(c, horizon, offset=offset, size=frame_size) for c in range(3)]
     )
     evaluation = Evaluation(
         per_frame=per_frame,

@@ -43,6 +43,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         lpips_reason=None,
         input_frames=10,
         horizon=20,
+        frame_size=128,
     )
     render_report(results, root / "reports")
     return {
@@ -153,19 +154,25 @@ def test_published_numbers_only_for_real_data_with_the_paper_preset(report: dict
     kth = dataset_section(report["html"], "kth")
     assert "Real data, paper preset." in kth
     assert "Published reference" in kth
-    assert "PredRNN.V2 (100 epochs, 10→20): MSE 39.57" in kth
+    assert "PredRNN.V2 (100 epochs, 10→20, 128×128): MSE 39.57" in kth
     assert "OpenSTL model zoo" in kth
 
 
-def test_published_numbers_hidden_at_another_horizon(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("horizon", "frame_size", "shown"), [(20, 128, True), (40, 128, False), (20, 64, False)]
+)
+def test_published_numbers_need_the_same_horizon_and_frame_size(
+    tmp_path: Path, horizon: int, frame_size: int, shown: bool
+) -> None:
     for variant in ("baseline", "seemore"):
         write_run(
             tmp_path / "results", "kth", "predrnn_v2", variant, 0,
-            stand_in=False, preset="paper", input_frames=10, horizon=40,
+            stand_in=False, preset="paper", input_frames=10, horizon=horizon,
+            frame_size=frame_size,
         )  # fmt: skip
     render_report(tmp_path / "results", tmp_path / "reports")
     html = (tmp_path / "reports" / "ablation.html").read_text()
-    assert "Published reference" not in html
+    assert ("Published reference" in html) is shown
 
 
 def test_names_cannot_inject_markup(report: dict, tmp_path: Path) -> None:

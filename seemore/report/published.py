@@ -28,6 +28,7 @@ class ReferenceTable:
     setting: str
     input_frames: int
     output_frames: int
+    image_size: int
     rows: dict[str, Reference]  # keyed by our backbone registry name
 
 
@@ -48,10 +49,11 @@ _FIVE = ("mse", "mae", "ssim", "psnr", "lpips")
 
 PUBLISHED: dict[str, ReferenceTable] = {
     "moving_mnist": ReferenceTable(
-        "200 epochs, 10→10",
-        10,
-        10,
-        _rows(
+        setting="200 epochs, 10→10",
+        input_frames=10,
+        output_frames=10,
+        image_size=64,
+        rows=_rows(
             {
                 "convlstm": ("ConvLSTM-S", (29.80, 90.64, 0.9288, 22.10)),
                 "phydnet": ("PhyDNet", (28.19, 78.64, 0.9374, 22.62)),
@@ -68,10 +70,11 @@ PUBLISHED: dict[str, ReferenceTable] = {
         ),
     ),
     "kth": ReferenceTable(
-        "100 epochs, 10→20",
-        10,
-        20,
-        _rows(
+        setting="100 epochs, 10→20",
+        input_frames=10,
+        output_frames=20,
+        image_size=128,
+        rows=_rows(
             {
                 "convlstm": ("ConvLSTM-S", (47.65, 445.5, 0.8977, 26.99, 0.26686)),
                 "e3d_lstm": ("E3D-LSTM", (136.40, 892.7, 0.8153, 21.78, 0.48358)),
@@ -88,10 +91,11 @@ PUBLISHED: dict[str, ReferenceTable] = {
         ),
     ),
     "human36m": ReferenceTable(
-        "50 epochs, 4→4, 256×256",
-        4,
-        4,
-        _rows(
+        setting="50 epochs, 4→4",
+        input_frames=4,
+        output_frames=4,
+        image_size=256,
+        rows=_rows(
             {
                 "convlstm": ("ConvLSTM-S", (125.5, 1566.7, 0.9813, 33.40, 0.03557)),
                 "e3d_lstm": ("E3D-LSTM", (143.3, 1442.5, 0.9803, 32.52, 0.04133)),
@@ -108,10 +112,11 @@ PUBLISHED: dict[str, ReferenceTable] = {
         ),
     ),
     "taxibj": ReferenceTable(
-        "50 epochs, 4→4",
-        4,
-        4,
-        _rows(
+        setting="50 epochs, 4→4",
+        input_frames=4,
+        output_frames=4,
+        image_size=32,
+        rows=_rows(
             {
                 "convlstm": ("ConvLSTM-S", (0.3358, 15.32, 0.9836, 39.45)),
                 "e3d_lstm": ("E3D-LSTM", (0.3427, 14.98, 0.9842, 39.64)),

@@ -194,22 +194,25 @@ def _metric_cell(
 
 
 def _published_text(dataset: DatasetRuns, backbone: str, comparable: bool) -> str | None:
+    """The published numbers of `backbone`, when its runs match the source's setting:
+    comparable data and preset, the same horizon and frame size."""
     table = PUBLISHED.get(dataset.name)
     if not comparable or table is None or backbone not in table.rows:
         return None
+    runs = [run for run in dataset.done() if run.backbone == backbone]
     horizons = {
-        (run.get("horizon", "input_frames"), run.get("horizon", "output_frames"))
-        for run in dataset.done()
-        if run.backbone == backbone
+        (run.get("horizon", "input_frames"), run.get("horizon", "output_frames")) for run in runs
     }
     if horizons != {(table.input_frames, table.output_frames)}:
+        return None
+    if _frame_height(dataset, backbone) != table.image_size:
         return None
     reference = table.rows[backbone]
     values = " · ".join(
         f"{METRIC_LABELS[name]} {format_value(name, value)}"
         for name, value in reference.metrics.items()
     )
-    return f"{reference.method} ({table.setting}): {values}"
+    return f"{reference.method} ({table.setting}, {table.image_size}×{table.image_size}): {values}"
 
 
 def _metric_table(
@@ -385,12 +388,13 @@ def _data_label(run: Run) -> str:
     return f"{kind} (source: {source}){': ' + description if description else ''}"
 
 
-def _frame_height(dataset: DatasetRuns, backbone: str) -> int:
+def _frame_height(dataset: DatasetRuns, backbone: str) -> int | None:
+    """Frame height of a backbone's saved samples; None without samples."""
     for run in dataset.done():
         if run.backbone == backbone and run.samples_path.is_file():
             with np.load(run.samples_path) as samples:
                 return int(samples["truth"].shape[-2])
-    return 64
+    return None
 
 
 def _dataset_view(dataset: DatasetRuns, index: int) -> DatasetView:
@@ -438,7 +442,7 @@ def _dataset_view(dataset: DatasetRuns, index: int) -> DatasetView:
         for clip in range(STRIP_CLIPS):
             strip_rows = figures.sample_strips(dataset, backbone, clip)
             if strip_rows is not None:
-                height = figures.strip_display_height(_frame_height(dataset, backbone))
+                height = figures.strip_display_height(_frame_height(dataset, backbone) or 64)
                 strips.append(StripBlock(backbone, clip, strip_rows, height))
     return DatasetView(
         name=dataset.name,
