@@ -269,3 +269,15 @@ def test_empty_and_missing_results(tmp_path: Path) -> None:
     assert "No results found" in (tmp_path / "reports" / "ablation.html").read_text()
     with pytest.raises(FileNotFoundError, match="nowhere"):
         render_report(tmp_path / "nowhere", tmp_path / "reports")
+
+
+def test_runs_without_a_recorded_data_source_are_not_called_real(tmp_path: Path) -> None:
+    directory = write_run(tmp_path / "results", "moving_mnist", "b", "baseline", 0, preset="paper")
+    record = json.loads((directory / "metrics.json").read_text())
+    del record["data"]
+    (directory / "metrics.json").write_text(json.dumps(record))
+    render_report(tmp_path / "results", tmp_path / "reports")
+    html = (tmp_path / "reports" / "ablation.html").read_text()
+    assert "unrecorded origin" in html
+    assert "not comparable to published numbers" in html
+    assert "Real data, paper preset." not in html

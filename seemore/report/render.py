@@ -384,7 +384,10 @@ def _data_label(run: Run) -> str:
     data = run.get("data") or {}
     source = data.get("source", "unknown source")
     description = data.get("description", "")
-    kind = "EMBEDDED STAND-IN" if data.get("stand_in") else "real data"
+    # Unknown provenance is never presented as the real benchmark.
+    kind = {True: "EMBEDDED STAND-IN", False: "real data"}.get(
+        data.get("stand_in"), "data of unrecorded origin (treated as a stand-in)"
+    )
     return f"{kind} (source: {source}){': ' + description if description else ''}"
 
 
