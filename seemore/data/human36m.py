@@ -34,6 +34,7 @@ from seemore.data.video import (
     IMAGE_SUFFIXES,
     SplitWriter,
     decode_video,
+    fresh_outputs,
     read_image,
     sliding_windows,
 )
@@ -189,9 +190,6 @@ class Human36M(Benchmark):
     @classmethod
     def prepare(cls, config: DataConfig, raw_dir: Path, out_dir: Path) -> None:
         assert isinstance(config, Human36MConfig)
-        # A failed preparation must not leave an earlier run's outputs looking current.
-        for name in (META_FILE, "train.npy", "test.npy"):
-            (out_dir / name).unlink(missing_ok=True)
         lengths = {
             "train": config.input_frames + config.output_frames,
             "test": config.input_frames + config.test_horizon,
@@ -206,11 +204,12 @@ class Human36M(Benchmark):
                 "windows never cross a recording"
             ),
         }
-        if config.source == "embedded":
-            meta = _prepare_embedded(config, lengths, out_dir)
-        else:
-            meta = _prepare_local(config, lengths, out_dir)
-        write_meta(out_dir, {**common, **meta})
+        with fresh_outputs(out_dir, (META_FILE, "train.npy", "test.npy")):
+            if config.source == "embedded":
+                meta = _prepare_embedded(config, lengths, out_dir)
+            else:
+                meta = _prepare_local(config, lengths, out_dir)
+            write_meta(out_dir, {**common, **meta})
 
 
 def _prepare_local(

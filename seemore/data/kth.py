@@ -43,6 +43,7 @@ from seemore.data.standins import KTH_ACTIONS, kth_clips
 from seemore.data.video import (
     SplitWriter,
     decode_video,
+    fresh_outputs,
     numbered_images,
     read_image,
     sliding_windows,
@@ -243,9 +244,6 @@ class KTH(Benchmark):
     @classmethod
     def prepare(cls, config: DataConfig, raw_dir: Path, out_dir: Path) -> None:
         assert isinstance(config, KTHConfig)
-        # A failed preparation must not leave an earlier run's outputs looking current.
-        for name in (META_FILE, "train.npy", "test.npy"):
-            (out_dir / name).unlink(missing_ok=True)
         lengths = {
             "train": config.input_frames + config.output_frames,
             "test": config.input_frames + config.test_horizon,
@@ -260,11 +258,12 @@ class KTH(Benchmark):
                 f"{config.test_persons}; windows never cross a video"
             ),
         }
-        if config.source == "embedded":
-            meta = _prepare_embedded(config, lengths, out_dir)
-        else:
-            meta = _prepare_real(config, lengths, raw_dir, out_dir)
-        write_meta(out_dir, {**common, **meta})
+        with fresh_outputs(out_dir, (META_FILE, "train.npy", "test.npy")):
+            if config.source == "embedded":
+                meta = _prepare_embedded(config, lengths, out_dir)
+            else:
+                meta = _prepare_real(config, lengths, raw_dir, out_dir)
+            write_meta(out_dir, {**common, **meta})
 
 
 def _prepare_real(

@@ -109,6 +109,21 @@ class SplitWriter:
             self._temp.unlink(missing_ok=True)
 
 
+@contextmanager
+def fresh_outputs(out_dir: Path, names: tuple[str, ...]) -> Iterator[None]:
+    """Remove the files `names` of `out_dir` before the block and again if it fails: an
+    earlier run's outputs never look current, and a split finished before a later one
+    failed is not left behind."""
+    for name in names:
+        (out_dir / name).unlink(missing_ok=True)
+    try:
+        yield
+    except BaseException:
+        for name in names:
+            (out_dir / name).unlink(missing_ok=True)
+        raise
+
+
 def sliding_windows(
     frames: Iterable[tuple[int, np.ndarray]], length: int, stride: int
 ) -> Iterator[np.ndarray]:
