@@ -108,7 +108,7 @@ def stick_figure(
         start = np.array(rng.uniform(0.15, 0.85) * size)
         x = triangle_wave(start, velocity, 0.12 * size, 0.88 * size)
         # Facing follows the motion, turning at the frame edges.
-        facing = np.sign(np.diff(x, append=2 * x[-1] - x[-2] if frames > 1 else x[-1] + direction))
+        facing = np.sign(np.gradient(x)) if frames > 1 else np.full(frames, direction)
         facing[facing == 0] = direction
         swing = np.sin(phase)
         thighs = [legs * swing, -legs * swing]
