@@ -149,7 +149,8 @@ def lma_rate_plot(dataset: DatasetRuns) -> str | None:
         axis.set_title(_label(f"{backbone} · {variant} (seed {run.seed})"))
         axis.set_xlabel("training step")
         axis.set_ylabel("learned rate a_l")
-        axis.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+        # No offset notation: rates are read as absolute values (e.g. 1.0006e-3).
+        axis.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3), useOffset=False)
         axis.grid(alpha=0.3)
         axis.legend(fontsize="x-small", title="level (shallow → deep)", title_fontsize="x-small")
     return figure_uri(figure)

@@ -400,6 +400,12 @@ def _frame_height(dataset: DatasetRuns, backbone: str) -> int | None:
     return None
 
 
+def _data_kind(run: Run) -> str:
+    data = run.get("data") or {}
+    kind = {True: "stand-in", False: "real"}.get(data.get("stand_in"), "unrecorded")
+    return f"{kind} ({data.get('source', 'unknown source')})"
+
+
 def _dataset_view(dataset: DatasetRuns, index: int) -> DatasetView:
     done = list(dataset.done())
     titles = {run.get("dataset_title") for run in done} - {None}
@@ -429,7 +435,8 @@ def _dataset_view(dataset: DatasetRuns, index: int) -> DatasetView:
             lambda: figures.per_frame_plot(dataset, "ssim", "SSIM"),
         ),
         (
-            "Training loss (every seed; stage two after the dotted line)",
+            "Training loss (every seed; stage two after the dotted line). Each variant's own "
+            "objective: one with more loss terms is not worse for a higher curve",
             lambda: figures.loss_plot(dataset),
         ),
         ("LMA: learned rate per level over training", lambda: figures.lma_rate_plot(dataset)),
@@ -502,7 +509,7 @@ def _provenance(datasets: list[DatasetRuns]) -> tuple[list[ProvenanceRow], dict[
         rows.append(
             ProvenanceRow(
                 run=f"{run.dataset} / {run.backbone} / {run.variant} / seed {run.seed}",
-                data=_data_label(run),
+                data=_data_kind(run),
                 preset=str(run.get("preset") or "unknown"),
                 git_revision=str(provenance.get("git_revision", "—")),
                 params_hash=str(provenance.get("params_hash", "—")),
@@ -622,8 +629,8 @@ def render_report(results_dir: Path, out_dir: Path) -> None:
             interval_method=INTERVAL_METHOD,
             provenance=provenance,
             versions=versions,
-            any_stand_in=any(view.stand_in for view in views),
-            any_scaled_down=any(view.scaled_down for view in views),
+            stand_in_count=sum(view.stand_in for view in views),
+            scaled_down_count=sum(view.scaled_down for view in views),
             variant_names=sorted({v for d in datasets for v in d.variants}),
             backbone_names=sorted({b for d in datasets for b in d.backbones}),
             seed_list=sorted({s for d in datasets for s in d.seeds}),
