@@ -66,12 +66,13 @@ class StageConfig(Section):
 
 
 class TrainingConfig(Section):
+    # Keys without defaults are those DVC stages list as params: DVC needs them in the file.
     batch_size: PositiveInt
-    scheduled_sampling: ScheduledSamplingConfig = ScheduledSamplingConfig()
+    scheduled_sampling: ScheduledSamplingConfig
     # PredRNN-V2's augmentation: each iteration also takes a step on the time-reversed batch.
-    reverse_input: bool = False
-    grad_clip: PositiveFloat | None = None
-    log_every: PositiveInt = 10
+    reverse_input: bool
+    # Max gradient norm, or null for none.
+    grad_clip: PositiveFloat | None
     stage1: StageConfig
     stage2: StageConfig
 
@@ -116,8 +117,8 @@ class Params(Section):
     data: dict[str, Any]
     models: dict[str, Any]
     training: TrainingConfig
-    method: MethodConfig = MethodConfig()
-    evaluation: EvaluationConfig = EvaluationConfig()
+    method: MethodConfig
+    evaluation: EvaluationConfig
 
 
 def _yaml_loader() -> type[yaml.SafeLoader]:
@@ -203,6 +204,20 @@ def validate_params(raw: Any, source: str = "params.yaml") -> Params:
             raise ConfigError(
                 f"{source}: experiment.backbones lists {name!r} but models.{name} is missing"
             )
+
+    meta_adapted = any(VARIANTS.get(name).meta_adapted for name in experiment.variants)
+    lma = params.method.lma
+    if meta_adapted and params.training.stage2.lr > lma.a_max:
+        raise ConfigError(
+            f"{source}: training.stage2.lr = {params.training.stage2.lr} is above "
+            f"method.lma.a_max = {lma.a_max}; LMA starts its rates at the stage-two lr and "
+            "clamps them to [0, a_max]"
+        )
+    if meta_adapted and lma.meta_steps >= lma.cycle:
+        raise ConfigError(
+            f"{source}: method.lma.meta_steps = {lma.meta_steps} must be below "
+            f"method.lma.cycle = {lma.cycle}, or no task step is ever taken"
+        )
 
     for dataset_name, dataset_config in data.items():
         for problem in DATASETS.get(dataset_name).check(dataset_config):

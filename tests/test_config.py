@@ -33,6 +33,7 @@ def test_paper_preset_matches_the_authors_scripts() -> None:
     params = load_params(preset_path("paper"))
     model = params.models["predrnn_v2"]
     assert params.experiment.backbones == ["predrnn_v2"]
+    assert params.experiment.datasets[0] == "moving_mnist"
     assert params.data["moving_mnist"].source == "download"
     assert params.data["moving_mnist"].image_size == 64
     assert (model.patch_size, model.num_hidden, model.filter_size) == (4, [128] * 4, 5)
@@ -88,10 +89,20 @@ def test_bad_values_are_refused_with_key_and_value(
 
 
 def test_patch_size_message_names_the_sizes(embedded_raw: dict[str, Any]) -> None:
-    embedded_raw["models"]["convlstm"]["patch_size"] = 5
+    embedded_raw["models"]["predrnn_v2"]["patch_size"] = 5
     message = refused(embedded_raw)
-    assert "models.convlstm with data.moving_mnist" in message
-    assert "5" in message and "64" in message
+    assert "models.predrnn_v2 with data.moving_mnist" in message
+    assert "5" in message and "32" in message
+
+
+def test_lma_settings_that_cannot_work_are_refused(embedded_raw: dict[str, Any]) -> None:
+    embedded_raw["training"]["stage2"]["lr"] = 1.0
+    assert "training.stage2.lr = 1.0 is above method.lma.a_max" in refused(embedded_raw)
+    embedded_raw["training"]["stage2"]["lr"] = 1e-4
+    embedded_raw["method"]["lma"].update(cycle=5, meta_steps=5)
+    assert "method.lma.meta_steps = 5 must be below method.lma.cycle = 5" in refused(embedded_raw)
+    embedded_raw["experiment"]["variants"] = ["baseline", "bdn"]
+    validate_params(embedded_raw)  # no LMA variant: its settings do not matter
 
 
 def test_unreadable_files_are_refused(tmp_path: Path) -> None:

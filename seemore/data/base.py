@@ -123,6 +123,10 @@ def atomic_write_bytes(path: Path, write: Any) -> None:
     try:
         with os.fdopen(handle, "wb") as file:
             write(file)
+        # mkstemp creates 0600; give the file the mode a plain open() would (umask applies).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp, 0o666 & ~umask)
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
