@@ -121,7 +121,7 @@ def library_versions() -> dict[str, str]:
 
 
 def cmd_evaluate(args: argparse.Namespace, params: Params) -> None:
-    from seemore.backbones.profile import count_flops, count_parameters
+    from seemore.backbones.profile import profile
     from seemore.data import DATASETS
     from seemore.data.base import read_meta
     from seemore.evaluate import evaluate, write_evaluation
@@ -144,6 +144,7 @@ def cmd_evaluate(args: argparse.Namespace, params: Params) -> None:
     )
     meta = read_meta(prepared)
     stats = saved["stats"]
+    parameters, flops = profile(type(network), network.config, network.geometry)
     training_seconds = sum(stage["seconds"] for stage in stats.values())
     header = {
         "dataset": run.dataset,
@@ -173,8 +174,8 @@ def cmd_evaluate(args: argparse.Namespace, params: Params) -> None:
             },
         },
         "cost": {
-            "parameters": count_parameters(network),
-            "flops": count_flops(network.cpu()),
+            "parameters": parameters,
+            "flops": flops,
             "train_seconds_per_step": {
                 name: stage["seconds_per_step"] for name, stage in stats.items()
             },
@@ -205,7 +206,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 def cmd_info(args: argparse.Namespace) -> None:
     from seemore.backbones import BACKBONES
-    from seemore.backbones.profile import count_flops, count_parameters
+    from seemore.backbones.profile import profile
     from seemore.backbones.reference import reference_config
     from seemore.data import DATASETS
 
@@ -226,16 +227,15 @@ def cmd_info(args: argparse.Namespace) -> None:
         raise ConfigError(f"{args.params}: data.{args.dataset} is missing; use --reference")
     for problem in config.check_geometry(geometry):
         raise ConfigError(f"{origin}: {problem}")
-    network = backbone_class(config, geometry)
+    parameters, flops = profile(backbone_class, config, geometry)
     info = {
         "backbone": args.backbone,
         "dataset": args.dataset,
         "configuration": origin,
         "geometry": vars(geometry),
         "kind": backbone_class.kind.value,
-        "parameters": count_parameters(network),
-        "flops_per_clip": count_flops(network),
-        "levels": [name for name, _ in network.levels()],
+        "parameters": parameters,
+        "flops_per_clip": flops,
     }
     print(json.dumps(info, indent=2))
 

@@ -38,3 +38,11 @@ def count_flops(backbone: Backbone, batch_size: int = 1) -> int:
     finally:
         backbone.train(was_training)
     return int(counter.get_total_flops())
+
+
+def profile(backbone_class: type[Backbone], config: object, geometry: object) -> tuple[int, int]:
+    """(parameters, FLOPs) of a backbone built on the meta device: shapes only, so a
+    paper-size model costs neither memory nor compute to measure."""
+    with torch.device("meta"):
+        network = backbone_class(config, geometry)  # type: ignore[arg-type]
+    return count_parameters(network), count_flops(network)
