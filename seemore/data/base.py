@@ -39,6 +39,14 @@ class DataConfig(BaseModel):
     def test_horizon(self) -> int:
         return self.output_frames_test or self.output_frames
 
+    @property
+    def clip_lengths(self) -> dict[str, int]:
+        """Frames per clip of each split: the inputs, then that split's horizon."""
+        return {
+            "train": self.input_frames + self.output_frames,
+            "test": self.input_frames + self.test_horizon,
+        }
+
 
 class Benchmark:
     """One registered benchmark. Subclasses set the class attributes and implement `prepare`;
@@ -94,7 +102,7 @@ class Benchmark:
         """An endless stream of training batches `[B, T, C, H, W]` (uint8 or float in [0, 1]),
         T = input_frames + output_frames, drawn with `rng` (so a seed fixes the stream)."""
         clips = open_split(prepared_dir, "train")
-        length = config.input_frames + config.output_frames
+        length = config.clip_lengths["train"]
         while True:
             index = np.sort(
                 rng.choice(len(clips), size=batch_size, replace=len(clips) < batch_size)
@@ -105,7 +113,7 @@ class Benchmark:
     def test_clips(cls, config: DataConfig, prepared_dir: Path) -> np.ndarray:
         """The fixed test clips `[N, T, C, H, W]`, memory-mapped, T = input + test horizon."""
         clips = open_split(prepared_dir, "test")
-        return clips[:, : config.input_frames + config.test_horizon]
+        return clips[:, : config.clip_lengths["test"]]
 
 
 def to_unit_float(clips: np.ndarray) -> np.ndarray:
@@ -147,6 +155,17 @@ def open_split(prepared_dir: Path, split: str) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: prepared split missing; run `seemore prepare` first")
     return np.load(path, mmap_mode="r")
+
+
+def section_meta(config: DataConfig) -> dict[str, Any]:
+    """The meta.json entries every benchmark takes from its section; the `embedded` source is
+    always a stand-in."""
+    return {
+        "source": config.source,
+        "stand_in": config.source == "embedded",
+        "image_size": config.image_size,
+        "data_seed": config.data_seed,
+    }
 
 
 def write_meta(out_dir: Path, meta: dict[str, Any]) -> None:

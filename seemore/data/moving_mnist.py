@@ -31,6 +31,7 @@ from seemore.data.base import (
     Benchmark,
     DataConfig,
     atomic_write_bytes,
+    section_meta,
     write_meta,
     write_split,
 )
@@ -334,7 +335,6 @@ class MovingMNIST(Benchmark):
             train_digits = read_idx_images(paths[TRAIN_DIGITS])
             test = read_test_sequences(paths[TEST_SEQUENCES], config.test_clips)
             meta = {
-                "stand_in": False,
                 "description": (
                     "Moving MNIST: the fixed test set mnist_test_seq.npy; training clips "
                     "generated on the fly from the MNIST training digits"
@@ -346,11 +346,9 @@ class MovingMNIST(Benchmark):
         write_meta(
             out_dir,
             {
+                **section_meta(config),
                 **meta,
-                "source": config.source,
-                "image_size": config.image_size,
                 "clip_length": CLIP_LENGTH,
-                "data_seed": config.data_seed,
                 "counts": {"train_digits": len(train_digits), "test_clips": len(test)},
             },
         )
@@ -363,7 +361,7 @@ class MovingMNIST(Benchmark):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: prepared digits missing; run `seemore prepare`")
         digits = np.load(path, mmap_mode="r")
-        frames = config.input_frames + config.output_frames
+        frames = config.clip_lengths["train"]
         while True:
             yield generate_clips(digits, batch_size, frames, config.image_size, rng)
 
@@ -384,7 +382,6 @@ def _prepare_embedded(config: MovingMNISTConfig) -> tuple[np.ndarray, np.ndarray
     count = config.test_clips or EMBEDDED_TEST_CLIPS
     test = generate_clips(test_digits, count, CLIP_LENGTH, config.image_size, rng)
     meta = {
-        "stand_in": True,
         "description": (
             "Embedded stand-in, NOT the real Moving MNIST benchmark: two bouncing digits from "
             "scikit-learn's 8x8 handwritten digits (load_digits) upscaled to 28x28; train and "
