@@ -136,7 +136,10 @@ def test_a_missing_root_gives_the_same_message(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("changes", "problem"),
     [
-        ({"test_subjects": ["S8", "S9"], "train_subjects": ["S1", "S8"]}, r"share \['S8'\]"),
+        (
+            {"test_subjects": ["S8", "S9"], "train_subjects": ["S1", "S8"]},
+            r"share subjects \['S8'\]",
+        ),
         ({"train_subjects": ["s1"]}, "not like 'S1'"),
         ({"source": "download"}, "licensed"),
         ({"test_clips": 4}, "'embedded' only"),

@@ -22,21 +22,27 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import Field
 
 from seemore.data import DATASETS
-from seemore.data.base import META_FILE, Benchmark, DataConfig, write_meta, write_split
+from seemore.data.base import DataConfig, write_split
 from seemore.data.download import DataError
 from seemore.data.standins import human_clips
 from seemore.data.video import (
     IMAGE_SUFFIXES,
     SplitWriter,
     decode_video,
-    fresh_outputs,
     read_image,
     sliding_windows,
+)
+from seemore.data.windowed import (
+    WindowedBenchmark,
+    WindowedConfig,
+    listed_twice,
+    shared_members,
 )
 
 SUBJECT = re.compile(r"^S\d+$")
@@ -46,8 +52,6 @@ VIDEO_NAME = re.compile(r"^(?P<action>[^_].*)\.(?P<camera>\d+)$")
 FRAME_NAME = re.compile(r"^(?P<subject>S\d+)_(?P<action>.+)\.(?P<camera>\d+)_(?P<frame>\d+)$")
 VIDEO_SUFFIXES = (".mp4",)
 FRAMES_DIR = "images"
-EMBEDDED_TRAIN_CLIPS = 256
-EMBEDDED_TEST_CLIPS = 64
 EMBEDDED_MIN_SIZE = 16
 
 LICENCE_HELP = """\
@@ -61,7 +65,7 @@ http://vision.imar.ro/human3.6m, then put the files under {root} in one of two l
 Subjects needed: {needed}. {problem}"""
 
 
-class Human36MConfig(DataConfig):
+class Human36MConfig(WindowedConfig):
     train_subjects: list[str] = Field(
         default_factory=lambda: ["S1", "S5", "S6", "S7", "S8"], min_length=1
     )
@@ -70,9 +74,6 @@ class Human36MConfig(DataConfig):
     frame_step: int = Field(default=5, gt=0)
     # Kept frames between window starts; None: the window length (no overlap).
     clip_stride: int | None = Field(default=None, gt=0)
-    # `embedded` only: how many stand-in clips to generate (None: 256 train, 64 test).
-    train_clips: int | None = Field(default=None, gt=0)
-    test_clips: int | None = Field(default=None, gt=0)
 
 
 @dataclass(frozen=True)
@@ -141,14 +142,10 @@ def missing_files_error(root: Path, needed: list[str], problem: str) -> DataErro
 
 
 @DATASETS.register("human36m")
-class Human36M(Benchmark):
+class Human36M(WindowedBenchmark):
     config_class = Human36MConfig
     channels = 3
     title = "Human3.6M"
-
-    @classmethod
-    def stored_clip_length(cls, config: DataConfig) -> int:
-        return config.input_frames + max(config.output_frames, config.test_horizon)
 
     @classmethod
     def check(cls, config: DataConfig) -> list[str]:
@@ -164,57 +161,27 @@ class Human36M(Benchmark):
             malformed = [s for s in subjects if not SUBJECT.match(s)]
             if malformed:
                 problems.append(f"{key} = {subjects}: {malformed} are not like 'S1' or 'S11'")
-            if len(set(subjects)) != len(subjects):
-                problems.append(f"{key} = {subjects} lists a subject twice")
-        shared = sorted(set(config.train_subjects) & set(config.test_subjects))
-        if shared:
-            problems.append(
-                f"train_subjects and test_subjects share {shared}; a subject must be in one "
-                "split only"
-            )
-        if config.source == "embedded":
-            if config.image_size < EMBEDDED_MIN_SIZE:
-                problems.append(
-                    f"image_size = {config.image_size}: the embedded stand-in needs at least "
-                    f"{EMBEDDED_MIN_SIZE}"
-                )
-        else:
-            for key in ("train_clips", "test_clips"):
-                if getattr(config, key) is not None:
-                    problems.append(
-                        f"{key} applies to source 'embedded' only; the real data give as many "
-                        "clips as their recordings hold"
-                    )
+            problems += listed_twice(config, (key,), "a subject")
+        problems += shared_members(config, "train_subjects", "test_subjects", "subject")
+        problems += config.stand_in_size_problems(EMBEDDED_MIN_SIZE)
+        problems += config.clip_count_problems("their recordings hold")
         return problems
 
     @classmethod
-    def prepare(cls, config: DataConfig, raw_dir: Path, out_dir: Path) -> None:
+    def prepare_splits(cls, config: DataConfig, raw_dir: Path, out_dir: Path) -> dict[str, Any]:
         assert isinstance(config, Human36MConfig)
-        lengths = {
-            "train": config.input_frames + config.output_frames,
-            "test": config.input_frames + config.test_horizon,
-        }
-        common = {
-            "source": config.source,
-            "image_size": config.image_size,
-            "clip_length": lengths,
-            "data_seed": config.data_seed,
-            "split_rule": (
-                f"by subject: train {config.train_subjects}, test {config.test_subjects}; "
-                "windows never cross a recording"
-            ),
-        }
-        with fresh_outputs(out_dir, (META_FILE, "train.npy", "test.npy")):
-            if config.source == "embedded":
-                meta = _prepare_embedded(config, lengths, out_dir)
-            else:
-                meta = _prepare_local(config, lengths, out_dir)
-            write_meta(out_dir, {**common, **meta})
+        if config.source == "embedded":
+            meta = _prepare_embedded(config, out_dir)
+        else:
+            meta = _prepare_local(config, out_dir)
+        split_rule = (
+            f"by subject: train {config.train_subjects}, test {config.test_subjects}; "
+            "windows never cross a recording"
+        )
+        return {"clip_length": config.clip_lengths, "split_rule": split_rule, **meta}
 
 
-def _prepare_local(
-    config: Human36MConfig, lengths: dict[str, int], out_dir: Path
-) -> dict[str, object]:
+def _prepare_local(config: Human36MConfig, out_dir: Path) -> dict[str, object]:
     if config.root is None:
         raise DataError("data.human36m: source 'local' needs 'root'")
     root = Path(config.root)
@@ -230,7 +197,7 @@ def _prepare_local(
     size = config.image_size
     counts: dict[str, int] = {}
     for split, subjects in (("train", config.train_subjects), ("test", config.test_subjects)):
-        length = lengths[split]
+        length = config.clip_lengths[split]
         stride = config.clip_stride or length
         chosen = [r for r in recordings if r.subject in subjects]
         with SplitWriter(out_dir, split, (length, 3, size, size), np.uint8) as writer:
@@ -247,7 +214,6 @@ def _prepare_local(
         counts[f"{split}_recordings"] = len(chosen)
     layouts = {"videos" if r.video is not None else "frames" for r in recordings}
     return {
-        "stand_in": False,
         "description": (
             f"Human3.6M: RGB, one frame in {config.frame_step}, resized to "
             f"{size}x{size}, from {' and '.join(sorted(layouts))}"
@@ -259,13 +225,8 @@ def _prepare_local(
     }
 
 
-def _prepare_embedded(
-    config: Human36MConfig, lengths: dict[str, int], out_dir: Path
-) -> dict[str, object]:
-    counts = {
-        "train": config.train_clips or EMBEDDED_TRAIN_CLIPS,
-        "test": config.test_clips or EMBEDDED_TEST_CLIPS,
-    }
+def _prepare_embedded(config: Human36MConfig, out_dir: Path) -> dict[str, object]:
+    counts, lengths = config.stand_in_clips, config.clip_lengths
     subjects = {"train": config.train_subjects, "test": config.test_subjects}
     for stream, split in enumerate(("train", "test"), start=1):
         clips, _ = human_clips(
@@ -278,7 +239,6 @@ def _prepare_embedded(
         )
         write_split(out_dir, split, clips)
     return {
-        "stand_in": True,
         "description": (
             "Embedded stand-in, NOT the real Human3.6M benchmark: striped ellipses gliding "
             "and turning over a textured RGB room, one room and palette per subject; "

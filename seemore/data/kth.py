@@ -31,30 +31,33 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
 
 from seemore.data import DATASETS
-from seemore.data.base import META_FILE, Benchmark, DataConfig, write_meta, write_split
+from seemore.data.base import DataConfig, write_split
 from seemore.data.download import DataError, RemoteFile, expected_sha256, fetch, safe_extract
 from seemore.data.standins import KTH_ACTIONS, kth_clips
 from seemore.data.video import (
     SplitWriter,
     decode_video,
-    fresh_outputs,
     numbered_images,
     read_image,
     sliding_windows,
+)
+from seemore.data.windowed import (
+    WindowedBenchmark,
+    WindowedConfig,
+    listed_twice,
+    shared_members,
 )
 
 PERSONS = range(1, 26)
 # Windows start every 3 frames for these actions in the reference loaders.
 DENSE_ACTIONS = ("jogging", "running")
 DENSE_STRIDE = 3
-EMBEDDED_TRAIN_CLIPS = 256
-EMBEDDED_TEST_CLIPS = 64
 # The stick figure needs this many pixels to keep its limbs apart.
 EMBEDDED_MIN_SIZE = 32
 
@@ -83,15 +86,12 @@ FRAME_PREFIX = "image_"
 Action = Literal["boxing", "handclapping", "handwaving", "jogging", "running", "walking"]
 
 
-class KTHConfig(DataConfig):
+class KTHConfig(WindowedConfig):
     train_persons: list[int] = Field(default_factory=lambda: list(range(1, 17)), min_length=1)
     test_persons: list[int] = Field(default_factory=lambda: list(range(17, 26)), min_length=1)
     actions: list[Action] = Field(default_factory=lambda: list(KTH_ACTIONS), min_length=1)
     # Frames between window starts; None: the reference loaders' rule (module docstring).
     clip_stride: int | None = Field(default=None, gt=0)
-    # `embedded` only: how many stand-in clips to generate (None: 256 train, 64 test).
-    train_clips: int | None = Field(default=None, gt=0)
-    test_clips: int | None = Field(default=None, gt=0)
 
 
 @dataclass(frozen=True)
@@ -199,76 +199,40 @@ def layout_help(directory: Path) -> str:
 
 
 @DATASETS.register("kth")
-class KTH(Benchmark):
+class KTH(WindowedBenchmark):
     config_class = KTHConfig
     channels = 1
     title = "KTH Action"
 
     @classmethod
-    def stored_clip_length(cls, config: DataConfig) -> int:
-        return config.input_frames + max(config.output_frames, config.test_horizon)
-
-    @classmethod
     def check(cls, config: DataConfig) -> list[str]:
         assert isinstance(config, KTHConfig)
         problems = super().check(config)
-        for key in ("train_persons", "test_persons", "actions"):
-            values = getattr(config, key)
-            if len(set(values)) != len(values):
-                problems.append(f"{key} = {values} lists an entry twice")
+        problems += listed_twice(config, ("train_persons", "test_persons", "actions"), "an entry")
         for key in ("train_persons", "test_persons"):
             outside = [p for p in getattr(config, key) if p not in PERSONS]
             if outside:
                 problems.append(f"{key} names persons {outside}; KTH has persons 1-25")
-        shared = sorted(set(config.train_persons) & set(config.test_persons))
-        if shared:
-            problems.append(
-                f"train_persons and test_persons share persons {shared}; "
-                "a person must be in one split only"
-            )
-        if config.source == "embedded":
-            if config.image_size < EMBEDDED_MIN_SIZE:
-                problems.append(
-                    f"image_size = {config.image_size}: the embedded stand-in needs at least "
-                    f"{EMBEDDED_MIN_SIZE}"
-                )
-        else:
-            for key in ("train_clips", "test_clips"):
-                if getattr(config, key) is not None:
-                    problems.append(
-                        f"{key} applies to source 'embedded' only; the real data give as many "
-                        "clips as their videos hold"
-                    )
+        problems += shared_members(config, "train_persons", "test_persons", "person")
+        problems += config.stand_in_size_problems(EMBEDDED_MIN_SIZE)
+        problems += config.clip_count_problems("their videos hold")
         return problems
 
     @classmethod
-    def prepare(cls, config: DataConfig, raw_dir: Path, out_dir: Path) -> None:
+    def prepare_splits(cls, config: DataConfig, raw_dir: Path, out_dir: Path) -> dict[str, Any]:
         assert isinstance(config, KTHConfig)
-        lengths = {
-            "train": config.input_frames + config.output_frames,
-            "test": config.input_frames + config.test_horizon,
-        }
-        common = {
-            "source": config.source,
-            "image_size": config.image_size,
-            "clip_length": lengths,
-            "data_seed": config.data_seed,
-            "split_rule": (
-                f"by person: train persons {config.train_persons}, test persons "
-                f"{config.test_persons}; windows never cross a video"
-            ),
-        }
-        with fresh_outputs(out_dir, (META_FILE, "train.npy", "test.npy")):
-            if config.source == "embedded":
-                meta = _prepare_embedded(config, lengths, out_dir)
-            else:
-                meta = _prepare_real(config, lengths, raw_dir, out_dir)
-            write_meta(out_dir, {**common, **meta})
+        if config.source == "embedded":
+            meta = _prepare_embedded(config, out_dir)
+        else:
+            meta = _prepare_real(config, raw_dir, out_dir)
+        split_rule = (
+            f"by person: train persons {config.train_persons}, test persons "
+            f"{config.test_persons}; windows never cross a video"
+        )
+        return {"clip_length": config.clip_lengths, "split_rule": split_rule, **meta}
 
 
-def _prepare_real(
-    config: KTHConfig, lengths: dict[str, int], raw_dir: Path, out_dir: Path
-) -> dict[str, object]:
+def _prepare_real(config: KTHConfig, raw_dir: Path, out_dir: Path) -> dict[str, object]:
     if config.source == "download":
         directory = download_videos(raw_dir, list(config.actions))
         files = {
@@ -289,12 +253,12 @@ def _prepare_real(
     persons: dict[str, list[int]] = {}
     for split, chosen_persons in (("train", config.train_persons), ("test", config.test_persons)):
         chosen = [s for s in sequences if s.person in chosen_persons]
-        windows[split] = write_sequences(config, chosen, out_dir, split, lengths[split])
+        length = config.clip_lengths[split]
+        windows[split] = write_sequences(config, chosen, out_dir, split, length)
         counts[f"{split}_clips"] = sum(windows[split].values())
         counts[f"{split}_recordings"] = len(chosen)
         persons[split] = sorted({s.person for s in chosen})
     return {
-        "stand_in": False,
         "description": (
             f"KTH Action: {', '.join(config.actions)}; grayscale, resized to "
             f"{config.image_size}x{config.image_size}"
@@ -313,13 +277,8 @@ def _prepare_real(
     }
 
 
-def _prepare_embedded(
-    config: KTHConfig, lengths: dict[str, int], out_dir: Path
-) -> dict[str, object]:
-    counts = {
-        "train": config.train_clips or EMBEDDED_TRAIN_CLIPS,
-        "test": config.test_clips or EMBEDDED_TEST_CLIPS,
-    }
+def _prepare_embedded(config: KTHConfig, out_dir: Path) -> dict[str, object]:
+    counts, lengths = config.stand_in_clips, config.clip_lengths
     persons = {"train": config.train_persons, "test": config.test_persons}
     for stream, split in enumerate(("train", "test"), start=1):
         clips, _ = kth_clips(
@@ -333,7 +292,6 @@ def _prepare_embedded(
         )
         write_split(out_dir, split, clips)
     return {
-        "stand_in": True,
         "description": (
             "Embedded stand-in, NOT the real KTH Action benchmark: an articulated stick "
             f"figure ({', '.join(config.actions)}) on a textured background in KTH's four "

@@ -29,16 +29,18 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 from pydantic import Field
 
 from seemore.data import DATASETS
-from seemore.data.base import META_FILE, Benchmark, DataConfig, write_meta, write_split
+from seemore.data.base import DataConfig, write_split
 from seemore.data.download import DataError, RemoteFile, expected_sha256, fetch, safe_extract
 from seemore.data.standins import SLOTS_PER_DAY, taxibj_clips
-from seemore.data.video import NpzArray, SplitWriter, fresh_outputs, sliding_windows
+from seemore.data.video import NpzArray, SplitWriter, sliding_windows
+from seemore.data.windowed import WindowedBenchmark, WindowedConfig
 
 GRID = 32
 CHANNELS = 2
@@ -49,8 +51,6 @@ HDF5_PATTERN = "BJ*_M32x32_T30_InOut.h5"
 # Values a hair outside [-1, 1] are rounding in the file; anything further is a wrong file.
 NPZ_TOLERANCE = 1e-3
 BLOCK_ROWS = 1024
-EMBEDDED_TRAIN_CLIPS = 256
-EMBEDDED_TEST_CLIPS = 64
 EMBEDDED_TRAIN_DAYS = 21
 EMBEDDED_TEST_DAYS = 7
 
@@ -62,14 +62,11 @@ REMOTE_ARCHIVE = RemoteFile(
 EXTRACTED_DIR = "extracted"
 
 
-class TaxiBJConfig(DataConfig):
+class TaxiBJConfig(WindowedConfig):
     # HDF5 layout: the last this many complete days are the test split (DeepST: 4 weeks).
     test_days: int = Field(default=28, gt=0)
     # HDF5 layout: 30-minute slots between window starts.
     clip_stride: int = Field(default=1, gt=0)
-    # `embedded` only: how many stand-in clips to generate (None: 256 train, 64 test).
-    train_clips: int | None = Field(default=None, gt=0)
-    test_clips: int | None = Field(default=None, gt=0)
 
 
 # --- dataset.npz ------------------------------------------------------------------------------
@@ -254,10 +251,7 @@ def prepare_hdf5(paths: list[Path], config: TaxiBJConfig, out_dir: Path) -> dict
     if not high > low:
         raise DataError(f"{', '.join(map(str, paths))}: the train flows are constant ({low})")
     scaling = MinMaxScaling(low, high)
-    lengths = {
-        "train": config.input_frames + config.output_frames,
-        "test": config.input_frames + config.test_horizon,
-    }
+    lengths = config.clip_lengths
     counts = {}
     for split in ("train", "test"):
         shape = (lengths[split], *FRAME_SHAPE)
@@ -313,14 +307,10 @@ def download_npz(raw_dir: Path) -> Path:
 
 
 @DATASETS.register("taxibj")
-class TaxiBJ(Benchmark):
+class TaxiBJ(WindowedBenchmark):
     config_class = TaxiBJConfig
     channels = CHANNELS
     title = "TaxiBJ"
-
-    @classmethod
-    def stored_clip_length(cls, config: DataConfig) -> int:
-        return config.input_frames + max(config.output_frames, config.test_horizon)
 
     @classmethod
     def check(cls, config: DataConfig) -> list[str]:
@@ -328,14 +318,8 @@ class TaxiBJ(Benchmark):
         problems = super().check(config)
         if config.image_size != GRID:
             problems.append(f"image_size = {config.image_size}: TaxiBJ's grid is {GRID}x{GRID}")
-        if config.source != "embedded":
-            for key in ("train_clips", "test_clips"):
-                if getattr(config, key) is not None:
-                    problems.append(
-                        f"{key} applies to source 'embedded' only; the real data give as many "
-                        "clips as they hold"
-                    )
-        else:
+        problems += config.clip_count_problems("they hold")
+        if config.source == "embedded":
             windows = EMBEDDED_TRAIN_DAYS * SLOTS_PER_DAY - cls.stored_clip_length(config) + 1
             if config.train_clips is not None and config.train_clips > windows:
                 problems.append(
@@ -345,29 +329,23 @@ class TaxiBJ(Benchmark):
         return problems
 
     @classmethod
-    def prepare(cls, config: DataConfig, raw_dir: Path, out_dir: Path) -> None:
+    def prepare_splits(cls, config: DataConfig, raw_dir: Path, out_dir: Path) -> dict[str, Any]:
         assert isinstance(config, TaxiBJConfig)
-        common = {
-            "source": config.source,
-            "image_size": GRID,
-            "data_seed": config.data_seed,
-            "channels": ["inflow", "outflow"],
-        }
-        with fresh_outputs(out_dir, (META_FILE, "train.npy", "test.npy")):
-            if config.source == "embedded":
-                meta = _prepare_embedded(config, out_dir)
-            elif config.source == "download":
-                meta = prepare_npz(download_npz(raw_dir), config, out_dir)
-                meta["files"] = {REMOTE_ARCHIVE.name: expected_sha256(REMOTE_ARCHIVE, raw_dir)}
-            else:
-                assert config.root is not None
-                meta = _prepare_local(Path(config.root), config, out_dir)
-            meta.setdefault(
-                "description",
-                f"TaxiBJ: in/out taxi flows on a {GRID}x{GRID} grid, 30-minute slots, from "
-                f"{meta['layout']}",
-            )
-            write_meta(out_dir, {**common, "stand_in": config.source == "embedded", **meta})
+        if config.source == "embedded":
+            meta = _prepare_embedded(config, out_dir)
+        elif config.source == "download":
+            meta = prepare_npz(download_npz(raw_dir), config, out_dir)
+            meta["files"] = {REMOTE_ARCHIVE.name: expected_sha256(REMOTE_ARCHIVE, raw_dir)}
+        else:
+            assert config.root is not None
+            meta = _prepare_local(Path(config.root), config, out_dir)
+        meta.setdefault(
+            "description",
+            f"TaxiBJ: in/out taxi flows on a {GRID}x{GRID} grid, 30-minute slots, from "
+            f"{meta['layout']}",
+        )
+        # The stored grid, which `check` holds image_size to.
+        return {"image_size": GRID, "channels": ["inflow", "outflow"], **meta}
 
 
 def _prepare_local(root: Path, config: TaxiBJConfig, out_dir: Path) -> dict[str, object]:
@@ -383,10 +361,11 @@ def _prepare_local(root: Path, config: TaxiBJConfig, out_dir: Path) -> dict[str,
 
 
 def _prepare_embedded(config: TaxiBJConfig, out_dir: Path) -> dict[str, object]:
+    counts, lengths = config.stand_in_clips, config.clip_lengths
     train, test, scale = taxibj_clips(
         config.data_seed,
-        (config.train_clips or EMBEDDED_TRAIN_CLIPS, config.test_clips or EMBEDDED_TEST_CLIPS),
-        (config.input_frames + config.output_frames, config.input_frames + config.test_horizon),
+        (counts["train"], counts["test"]),
+        (lengths["train"], lengths["test"]),
         (EMBEDDED_TRAIN_DAYS, EMBEDDED_TEST_DAYS),
     )
     write_split(out_dir, "train", train)

@@ -1,0 +1,102 @@
+"""What the benchmarks whose splits are windows cut from recordings share (KTH, Human3.6M,
+TaxiBJ): the stand-in's clip counts and their checks, the stored clip length, the files a
+preparation writes, and the checks on the members (persons, subjects) that put recordings
+in a split."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, Field
+
+from seemore.data.base import META_FILE, Benchmark, DataConfig, section_meta, write_meta
+from seemore.data.video import fresh_outputs
+
+# Removed before a preparation and again if it fails, so none is left from an earlier run.
+PREPARED_FILES = (META_FILE, "train.npy", "test.npy")
+STAND_IN_TRAIN_CLIPS = 256
+STAND_IN_TEST_CLIPS = 64
+
+
+class WindowedConfig(DataConfig):
+    """A section whose real data give as many windows as they hold, while the `embedded`
+    stand-in generates a set number of clips per split."""
+
+    # `embedded` only: how many stand-in clips to generate (None: 256 train, 64 test).
+    train_clips: int | None = Field(default=None, gt=0)
+    test_clips: int | None = Field(default=None, gt=0)
+
+    @property
+    def stand_in_clips(self) -> dict[str, int]:
+        """How many clips the `embedded` stand-in generates for each split."""
+        return {
+            "train": self.train_clips or STAND_IN_TRAIN_CLIPS,
+            "test": self.test_clips or STAND_IN_TEST_CLIPS,
+        }
+
+    def clip_count_problems(self, real_count: str) -> list[str]:
+        """`train_clips` / `test_clips` set for real data, whose count `real_count` decides
+        (e.g. "their videos hold")."""
+        if self.source == "embedded":
+            return []
+        return [
+            f"{key} applies to source 'embedded' only; the real data give as many clips as "
+            f"{real_count}"
+            for key in ("train_clips", "test_clips")
+            if getattr(self, key) is not None
+        ]
+
+    def stand_in_size_problems(self, minimum: int) -> list[str]:
+        """An `embedded` image_size below the `minimum` the stand-in can draw in."""
+        if self.source == "embedded" and self.image_size < minimum:
+            return [
+                f"image_size = {self.image_size}: the embedded stand-in needs at least {minimum}"
+            ]
+        return []
+
+
+class WindowedBenchmark(Benchmark):
+    """A benchmark that stores each split's windows at that split's length; subclasses
+    implement `prepare_splits`."""
+
+    config_class: ClassVar[type[WindowedConfig]]
+
+    @classmethod
+    def stored_clip_length(cls, config: DataConfig) -> int:
+        return max(config.clip_lengths.values())
+
+    @classmethod
+    def prepare(cls, config: DataConfig, raw_dir: Path, out_dir: Path) -> None:
+        with fresh_outputs(out_dir, PREPARED_FILES):
+            meta = cls.prepare_splits(config, raw_dir, out_dir)
+            write_meta(out_dir, {**section_meta(config), **meta})
+
+    @classmethod
+    def prepare_splits(cls, config: DataConfig, raw_dir: Path, out_dir: Path) -> dict[str, Any]:
+        """Write `train.npy` and `test.npy` into `out_dir` (as `prepare` says) and return the
+        meta.json entries they add to, or override in, `section_meta`."""
+        raise NotImplementedError
+
+
+def listed_twice(config: BaseModel, keys: Iterable[str], entry: str) -> list[str]:
+    """A problem for each list `keys` of `config` that holds an entry twice; `entry` names
+    one in the message (e.g. "a subject")."""
+    problems = []
+    for key in keys:
+        values = getattr(config, key)
+        if len(set(values)) != len(values):
+            problems.append(f"{key} = {values} lists {entry} twice")
+    return problems
+
+
+def shared_members(config: BaseModel, train_key: str, test_key: str, member: str) -> list[str]:
+    """A problem if the `member`s (e.g. "person") listed under `train_key` and `test_key`
+    overlap: a member's recordings belong to one split only."""
+    shared = sorted(set(getattr(config, train_key)) & set(getattr(config, test_key)))
+    if not shared:
+        return []
+    return [
+        f"{train_key} and {test_key} share {member}s {shared}; a {member} must be in one split only"
+    ]
