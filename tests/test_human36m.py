@@ -4,12 +4,12 @@ within one recording, the one clear message for missing files, and the embedded 
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures_prepared import load_meta, load_split, split_bytes_by_seed
 from fixtures_video import write_images, write_video
 
 from seemore.config import ConfigError, validate_params
@@ -53,10 +53,6 @@ def write_official_videos(root: Path, lengths: dict[str, int]) -> None:
         write_video(videos / "_ALL.54138969.mp4", np.zeros((4, *RAW_SHAPE, 3), np.uint8))
 
 
-def load_split(out: Path, split: str) -> np.ndarray:
-    return np.load(out / f"{split}.npy", mmap_mode="r")
-
-
 def subject_of(window: np.ndarray) -> str:
     first = window[0].reshape(3, -1).mean(axis=1)
     return min(COLOURS, key=lambda s: np.abs(first - np.array(COLOURS[s])).sum())
@@ -73,7 +69,7 @@ def test_official_videos_are_split_by_subject(tmp_path: Path) -> None:
     # RGB order is kept, and the frames of a window are 2 source frames (8 levels) apart.
     np.testing.assert_allclose(train[0, 0, :, 4, 4], COLOURS["S1"], atol=3)
     np.testing.assert_allclose(np.diff(train[0, :, 0, 4, 4].astype(int)), 8, atol=2)
-    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    meta = load_meta(tmp_path / "out")
     assert meta["stand_in"] is False and "from videos" in meta["description"]
     assert meta["counts"] == {
         "train_clips": 2,
@@ -183,12 +179,10 @@ def test_embedded_stand_in_has_the_benchmark_geometry(tmp_path: Path) -> None:
     # Colour and motion: the channels differ, and consecutive frames change.
     assert np.abs(train[:, :, 0].astype(int) - train[:, :, 2]).mean() > 1
     assert np.abs(np.diff(train.astype(int), axis=1)).mean() > 0.5
-    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    meta = load_meta(tmp_path / "out")
     assert meta["stand_in"] is True and "NOT the real Human3.6M" in meta["description"]
 
 
 def test_embedded_stand_in_is_fixed_by_data_seed(tmp_path: Path) -> None:
-    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
-        BENCHMARK.prepare(embedded(data_seed=seed), tmp_path / "raw", tmp_path / name)
-    same = [(tmp_path / n / "test.npy").read_bytes() for n in ("a", "b", "c")]
-    assert same[0] == same[1] != same[2]
+    first, again, other = split_bytes_by_seed(BENCHMARK, embedded(), (3, 3, 4), "test", tmp_path)
+    assert first == again != other

@@ -5,12 +5,12 @@ embedded stand-in."""
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures_prepared import load_meta, load_split, split_bytes_by_seed
 from fixtures_video import ramp_frames, write_images, write_video, write_zip
 
 from seemore.config import ConfigError, validate_params
@@ -52,10 +52,6 @@ def write_kth_videos(root: Path, lengths: dict[tuple[int, str], int]) -> None:
         write_video(root / action / f"person{person:02d}_{action}_d1_uncomp.avi", frames)
 
 
-def load_split(out: Path, split: str) -> np.ndarray:
-    return np.load(out / f"{split}.npy", mmap_mode="r")
-
-
 def origin(window: np.ndarray) -> tuple[tuple[int, str], int]:
     """(recording, index of its first frame) decoded from a window's gray levels."""
     levels = window.reshape(len(window), -1).mean(axis=1)
@@ -88,7 +84,7 @@ def test_local_avis_become_windows_of_one_recording_each(tmp_path: Path) -> None
         ((17, "boxing"), 6),
         ((17, "jogging"), 0),
     ]
-    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    meta = load_meta(tmp_path / "out")
     assert meta["stand_in"] is False and meta["source"] == "local"
     assert meta["persons_present"] == {"train": [1, 2], "test": [17]}
     assert meta["counts"]["train_clips"] == len(train)
@@ -168,7 +164,7 @@ def test_download_verifies_pins_on_first_use_and_unzips_once(
     raw, out = tmp_path / "raw", tmp_path / "out"
     BENCHMARK.prepare(section, raw, out)
     pin = (raw / "boxing.zip.sha256").read_text().strip()
-    meta = json.loads((out / "meta.json").read_text())
+    meta = load_meta(out)
     assert meta["files"] == {"boxing.zip": pin} and meta["source"] == "download"
     assert len(load_split(out, "train")) == 2
     extracted = raw / "videos" / "boxing" / "person01_boxing_d1_uncomp.avi"
@@ -243,13 +239,11 @@ def test_embedded_stand_in_has_the_benchmark_geometry(tmp_path: Path) -> None:
     # Something moves: consecutive frames differ, and the figure stands out of the backdrop.
     assert np.abs(np.diff(train.astype(int), axis=1)).mean() > 0.1
     assert train.std() > 10
-    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    meta = load_meta(tmp_path / "out")
     assert meta["stand_in"] is True and "NOT the real KTH" in meta["description"]
     assert meta["counts"] == {"train_clips": 6, "test_clips": 3}
 
 
 def test_embedded_stand_in_is_fixed_by_data_seed(tmp_path: Path) -> None:
-    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-        BENCHMARK.prepare(embedded(data_seed=seed), tmp_path / "raw", tmp_path / name)
-    same = [(tmp_path / n / "train.npy").read_bytes() for n in ("a", "b", "c")]
-    assert same[0] == same[1] != same[2]
+    first, again, other = split_bytes_by_seed(BENCHMARK, embedded(), (0, 0, 1), "train", tmp_path)
+    assert first == again != other

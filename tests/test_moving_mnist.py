@@ -4,7 +4,6 @@ tiny files in the real formats (local and file:// download), including refusals.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from fixtures_mnist import (
     write_idx_images,
     write_raw_files,
 )
+from fixtures_prepared import load_meta, split_bytes_by_seed
 
 from seemore.data import DATASETS
 from seemore.data import moving_mnist as mm
@@ -140,7 +140,7 @@ def test_embedded_prepare_writes_a_labelled_stand_in(tmp_path: Path) -> None:
     BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
     digits = np.load(tmp_path / "out" / "digits.npy")
     test = BENCHMARK.test_clips(section, tmp_path / "out")
-    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    meta = load_meta(tmp_path / "out")
     assert digits.dtype == np.uint8 and digits.shape[1:] == (28, 28)
     assert test.dtype == np.uint8 and test.shape == (6, 20, 1, 64, 64)
     assert test.max() > 200 and (test > 0).mean() > 0.05
@@ -161,11 +161,8 @@ def test_embedded_digit_sets_are_disjoint_and_mnist_shaped() -> None:
 
 
 def test_embedded_test_clips_are_fixed_by_data_seed(tmp_path: Path) -> None:
-    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-        BENCHMARK.prepare(config(data_seed=seed), tmp_path / "raw", tmp_path / name)
-    read = {name: np.load(tmp_path / name / "test.npy") for name in "abc"}
-    np.testing.assert_array_equal(read["a"], read["b"])
-    assert not np.array_equal(read["a"], read["c"])
+    first, again, other = split_bytes_by_seed(BENCHMARK, config(), (0, 0, 1), "test", tmp_path)
+    assert first == again != other
 
 
 def test_train_batches_are_generated_from_the_prepared_digits(tmp_path: Path) -> None:
@@ -192,7 +189,7 @@ def test_local_prepare_reads_the_real_formats(tmp_path: Path) -> None:
     assert test.shape == (2, 20, 1, 64, 64) and test.dtype == np.uint8
     # Time-major (T, N, H, W) becomes clip-major [N, T, 1, H, W].
     np.testing.assert_array_equal(test[1, 7, 0], sequences[7, 1])
-    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    meta = load_meta(tmp_path / "out")
     assert meta["source"] == "local" and meta["stand_in"] is False
     assert meta["counts"] == {"train_digits": 5, "test_clips": 2}
     batch = next(BENCHMARK.train_batches(section, tmp_path / "out", 2, np.random.default_rng(0)))
@@ -244,7 +241,7 @@ def test_download_prepare_fetches_verifies_and_prepares(
     np.testing.assert_array_equal(np.load(tmp_path / "out" / "digits.npy"), digits)
     test = np.load(tmp_path / "out" / "test.npy")
     np.testing.assert_array_equal(test[:, :, 0], sequences.transpose(1, 0, 2, 3))
-    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    meta = load_meta(tmp_path / "out")
     assert meta["source"] == "download" and meta["stand_in"] is False
 
 

@@ -4,13 +4,13 @@ refusals of wrong keys / shapes / ranges, the file:// download, and the embedded
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from fixtures_prepared import load_meta, load_split, split_bytes_by_seed
 from fixtures_video import day_dates, write_year_file, write_zip
 
 from seemore.data import DATASETS
@@ -29,10 +29,6 @@ def config(**changes: object) -> taxibj_module.TaxiBJConfig:
         "output_frames": 4,
     }
     return taxibj_module.TaxiBJConfig(**{**values, **changes})
-
-
-def load_split(out: Path, split: str) -> np.ndarray:
-    return np.load(out / f"{split}.npy", mmap_mode="r")
 
 
 # --- dataset.npz ---------------------------------------------------------------------------
@@ -62,7 +58,7 @@ def test_npz_clips_are_inputs_then_outputs_mapped_to_unit_range(tmp_path: Path) 
         np.testing.assert_allclose(2 * stored.astype(np.float32) - 1, expected, atol=2e-3)
     train = load_split(tmp_path / "out", "train")
     assert float(train.min()) == 0.0 and float(train.max()) == 1.0
-    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    meta = load_meta(tmp_path / "out")
     assert meta["layout"] == "dataset.npz" and meta["stand_in"] is False
     assert meta["counts"] == {"train_clips": 5, "test_clips": 3}
     assert meta["normalisation"]["inverse"].startswith("v = 2 x - 1")
@@ -109,7 +105,7 @@ def test_download_fetches_openstls_archive_and_pins_it(
     raw, out = tmp_path / "raw", tmp_path / "out"
     BENCHMARK.prepare(config(source="download"), raw, out)
     pin = (raw / "taxibj_dataset.zip.sha256").read_text().strip()
-    meta = json.loads((out / "meta.json").read_text())
+    meta = load_meta(out)
     assert meta["files"] == {"taxibj_dataset.zip": pin}
     assert load_split(out, "test").shape == (3, 8, *FRAME)
 
@@ -145,7 +141,7 @@ def test_hdf5_years_split_by_last_days_and_scale_by_train_min_max(tmp_path: Path
     write_two_years(tmp_path)
     section = config(root=str(tmp_path), test_days=1, clip_stride=5)
     BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
-    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    meta = load_meta(tmp_path / "out")
     scale = meta["normalisation"]
     # Train days: 2013-07-01, 2013-07-02, 2014-03-01; their min is the zeroed negative.
     assert (scale["min"], scale["max"]) == (0.0, 100 * 2 + 2 * 48)
@@ -221,7 +217,7 @@ def test_embedded_stand_in_has_daily_rhythm_and_the_benchmark_geometry(tmp_path:
     train, test = load_split(tmp_path / "out", "train"), load_split(tmp_path / "out", "test")
     assert train.shape == (40, 8, *FRAME) and test.shape == (6, 8, *FRAME)
     assert train.dtype == np.float16 and float(train.min()) >= 0 and float(train.max()) <= 1
-    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    meta = load_meta(tmp_path / "out")
     assert meta["stand_in"] is True and "NOT the real TaxiBJ" in meta["description"]
     # The series behind the clips repeats daily: flow totals a day apart correlate strongly,
     # half a day apart they do not.
@@ -234,8 +230,6 @@ def test_embedded_stand_in_has_daily_rhythm_and_the_benchmark_geometry(tmp_path:
 
 
 def test_embedded_stand_in_is_fixed_by_data_seed(tmp_path: Path) -> None:
-    for name, seed in (("a", 0), ("b", 0), ("c", 2)):
-        section = config(source="embedded", data_seed=seed, train_clips=4, test_clips=2)
-        BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / name)
-    same = [(tmp_path / n / "train.npy").read_bytes() for n in ("a", "b", "c")]
-    assert same[0] == same[1] != same[2]
+    section = config(source="embedded", train_clips=4, test_clips=2)
+    first, again, other = split_bytes_by_seed(BENCHMARK, section, (0, 0, 2), "train", tmp_path)
+    assert first == again != other
