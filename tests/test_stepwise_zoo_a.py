@@ -238,10 +238,23 @@ def test_spatiotemporal_lstm_with_zero_weights_gives_hand_computed_values() -> N
     forget = torch.sigmoid(torch.tensor(1.0))
     with torch.no_grad():
         cell.conv_last.weight[:, :4] = identity(4)  # H reads C only
-        h, c, m = cell(torch.rand(1, 4, 2, 2), ones, ones, 2 * ones)
+        h, c, m, delta_c, delta_m = cell(torch.rand(1, 4, 2, 2), ones, ones, 2 * ones)
     torch.testing.assert_close(c, forget * ones)
     torch.testing.assert_close(m, 2 * forget * ones)
     torch.testing.assert_close(h, 0.5 * torch.tanh(forget) * ones)
+    assert delta_c.abs().max() == delta_m.abs().max() == 0  # i * g with g = tanh(0)
+
+
+def test_spatiotemporal_lstm_increments_are_what_the_memories_gain() -> None:
+    # C' = f * C + dC and M' = f' * M + dM: from zero memories the new memories are the
+    # increments themselves, which PredRNN-V2's decoupling loss compares.
+    cell = make("predrnn").cell_list[1]
+    zeros = torch.zeros(1, 4, 2, 2)
+    with torch.no_grad():
+        update = cell(torch.rand(1, 4, 2, 2), torch.rand(1, 4, 2, 2), zeros, zeros)
+    assert update.delta_cell.abs().min() > 0 and update.delta_memory.abs().min() > 0
+    torch.testing.assert_close(update.cell, update.delta_cell)
+    torch.testing.assert_close(update.memory, update.delta_memory)
 
 
 def test_causal_lstm_with_zero_weights_gives_hand_computed_values() -> None:

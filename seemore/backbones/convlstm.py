@@ -25,7 +25,10 @@ from seemore.backbones.stepwise import (
     StepResult,
     StepwiseBackbone,
     gate_conv,
+    layer_levels,
     levels_by_prefix,
+    stacked_cells,
+    state_size,
 )
 
 
@@ -36,7 +39,7 @@ class ConvLSTMConfig(ConvRecurrentConfig):
 
 class ConvLSTMCell(nn.Module):
     def __init__(
-        self, in_channels: int, hidden: int, config: ConvLSTMConfig, height: int, width: int
+        self, in_channels: int, hidden: int, config: ConvRecurrentConfig, height: int, width: int
     ) -> None:
         super().__init__()
         self.hidden = hidden
@@ -57,12 +60,8 @@ class ConvLSTM(StepwiseBackbone):
 
     def __init__(self, config: ConvLSTMConfig, geometry: ClipGeometry) -> None:
         super().__init__(config, geometry, patch_size=config.patch_size)
-        height, width = geometry.height // config.patch_size, geometry.width // config.patch_size
-        widths = [self.patch_channels, *config.num_hidden]
-        self.cell_list = nn.ModuleList(
-            ConvLSTMCell(widths[i], widths[i + 1], config, height, width)
-            for i in range(len(config.num_hidden))
-        )
+        height, width = state_size(config, geometry)
+        self.cell_list = stacked_cells(ConvLSTMCell, self.patch_channels, config, height, width)
         self.conv_last = nn.Conv2d(
             config.num_hidden[-1], self.patch_channels, kernel_size=1, bias=False
         )
@@ -82,5 +81,6 @@ class ConvLSTM(StepwiseBackbone):
         return StepResult(frame=prediction, state=hidden[-1], carry=(hidden, cell))
 
     def levels(self) -> list[tuple[str, list[str]]]:
-        cells = [(f"layer{i}", [f"cell_list.{i}"]) for i in range(len(self.cell_list))]
-        return levels_by_prefix(self, [*cells, ("head", ["conv_last"])])
+        return levels_by_prefix(
+            self, [*layer_levels("cell_list", len(self.cell_list)), ("head", ["conv_last"])]
+        )

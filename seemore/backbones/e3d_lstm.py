@@ -25,7 +25,12 @@ from torch import Tensor, nn
 from seemore.backbones import BACKBONES
 from seemore.backbones.base import BackboneConfig, ClipGeometry
 from seemore.backbones.patch import patch_geometry_problems
-from seemore.backbones.stepwise import StepResult, StepwiseBackbone, levels_by_prefix
+from seemore.backbones.stepwise import (
+    StepResult,
+    StepwiseBackbone,
+    layer_levels,
+    levels_by_prefix,
+)
 from seemore.config import PositiveInt
 
 # The spatiotemporal memory's forget gate starts biased open, as in the reference code.
@@ -217,5 +222,4 @@ class E3DLSTM(StepwiseBackbone):
         )
 
     def levels(self) -> list[tuple[str, list[str]]]:
-        spec = [(f"layer{i}", [f"cells.{i}"]) for i in range(len(self.cells))]
-        return levels_by_prefix(self, [*spec, ("head", ["head"])])
+        return levels_by_prefix(self, [*layer_levels("cells", len(self.cells)), ("head", ["head"])])

@@ -23,7 +23,12 @@ from torch import Tensor, nn
 from seemore.backbones import BACKBONES
 from seemore.backbones.base import BackboneConfig, ClipGeometry
 from seemore.backbones.patch import patch_geometry_problems
-from seemore.backbones.stepwise import StepResult, StepwiseBackbone, levels_by_prefix
+from seemore.backbones.stepwise import (
+    StepResult,
+    StepwiseBackbone,
+    layer_levels,
+    levels_by_prefix,
+)
 from seemore.config import PositiveInt
 
 LEAKY_SLOPE = 0.2
@@ -199,7 +204,7 @@ class MAU(StepwiseBackbone):
         )
 
     def levels(self) -> list[tuple[str, list[str]]]:
-        cells = [(f"layer{i}", [f"cells.{i}"]) for i in range(len(self.cells))]
+        cells = layer_levels("cells", len(self.cells))
         decoder = [("decoder", ["decoder"])] if len(self.decoder) else []
         return levels_by_prefix(
             self, [("encoder", ["encoder"]), *cells, *decoder, ("head", ["head"])]

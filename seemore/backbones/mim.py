@@ -36,7 +36,6 @@ from seemore.backbones.predrnn import (
     FORGET_BIAS,
     SpatioTemporalLSTMCell,
     SpatiotemporalMemoryConfig,
-    state_size,
 )
 from seemore.backbones.stepwise import (
     ConvRecurrentConfig,
@@ -44,6 +43,7 @@ from seemore.backbones.stepwise import (
     StepwiseBackbone,
     gate_conv,
     levels_by_prefix,
+    state_size,
 )
 
 
@@ -186,7 +186,9 @@ class MIM(StepwiseBackbone):
             list(carry.difference_hidden),
             list(carry.difference_cell),
         )
-        hidden[0], cell[0], memory = self.stlstm_layer[0](frame, hidden[0], cell[0], carry.memory)
+        hidden[0], cell[0], memory, _, _ = self.stlstm_layer[0](
+            frame, hidden[0], cell[0], carry.memory
+        )
         difference = hidden[0] - carry.hidden[0]
         for i in range(1, len(self.stlstm_layer)):
             d = i - 1  # index among the MIM blocks and their MIM-N modules

@@ -12,7 +12,9 @@ LSTMs", NeurIPS 2017; as in thuml/predrnn-pytorch (`predrnn`) and OpenSTL.
 Parameter names equal the reference implementation's (`cell_list.*`, `conv_last`). States:
 the top layer's hidden state. Levels: one per layer, bottom to top, then the output conv.
 
-`SpatiotemporalMemoryConfig` here is shared with PredRNN++ and MIM, which keep this memory flow.
+`SpatiotemporalMemoryConfig` here is shared with PredRNN++, PredRNN-V2 and MIM, which keep this
+memory flow; the ST-LSTM cell with PredRNN-V2 (which also uses the memory increments the cell
+returns) and MIM (its bottom layer).
 """
 
 from __future__ import annotations
@@ -30,7 +32,10 @@ from seemore.backbones.stepwise import (
     StepResult,
     StepwiseBackbone,
     gate_conv,
+    layer_levels,
     levels_by_prefix,
+    stacked_cells,
+    state_size,
 )
 
 FORGET_BIAS = 1.0
@@ -64,12 +69,15 @@ class PredRNNConfig(SpatiotemporalMemoryConfig):
     pass
 
 
-def state_size(config: ConvRecurrentConfig, geometry: ClipGeometry) -> tuple[int, int]:
-    """Height and width of the recurrent states: the frame size over the patch size."""
-    problems = config.check_geometry(geometry)
-    if problems:
-        raise ValueError("; ".join(problems))
-    return geometry.height // config.patch_size, geometry.width // config.patch_size
+class CellUpdate(NamedTuple):
+    """One ST-LSTM step: the new hidden state and memories, and the memories' increments
+    `i * g` (PredRNN-V2's decoupling loss compares them; PredRNN and MIM do not use them)."""
+
+    hidden: Tensor
+    cell: Tensor
+    memory: Tensor
+    delta_cell: Tensor
+    delta_memory: Tensor
 
 
 class SpatioTemporalLSTMCell(nn.Module):
@@ -84,21 +92,21 @@ class SpatioTemporalLSTMCell(nn.Module):
         self.conv_o = gate_conv(2 * hidden, hidden, config, height, width)
         self.conv_last = nn.Conv2d(2 * hidden, hidden, kernel_size=1, bias=False)
 
-    def forward(self, x: Tensor, h: Tensor, c: Tensor, m: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """-> (h, c, m) after one step; `m` comes from the layer below (or the top, last step)."""
+    def forward(self, x: Tensor, h: Tensor, c: Tensor, m: Tensor) -> CellUpdate:
+        """One step; `m` comes from the layer below (or the top, last step)."""
         i_x, f_x, g_x, i_xm, f_xm, g_xm, o_x = torch.split(self.conv_x(x), self.hidden, dim=1)
         i_h, f_h, g_h, o_h = torch.split(self.conv_h(h), self.hidden, dim=1)
         i_m, f_m, g_m = torch.split(self.conv_m(m), self.hidden, dim=1)
 
-        c = torch.sigmoid(f_x + f_h + FORGET_BIAS) * c + torch.sigmoid(i_x + i_h) * torch.tanh(
-            g_x + g_h
-        )
-        m = torch.sigmoid(f_xm + f_m + FORGET_BIAS) * m + torch.sigmoid(i_xm + i_m) * torch.tanh(
-            g_xm + g_m
-        )
+        delta_c = torch.sigmoid(i_x + i_h) * torch.tanh(g_x + g_h)
+        c = torch.sigmoid(f_x + f_h + FORGET_BIAS) * c + delta_c
+        delta_m = torch.sigmoid(i_xm + i_m) * torch.tanh(g_xm + g_m)
+        m = torch.sigmoid(f_xm + f_m + FORGET_BIAS) * m + delta_m
+
         memory = torch.cat((c, m), dim=1)
         o = torch.sigmoid(o_x + o_h + self.conv_o(memory))
-        return o * torch.tanh(self.conv_last(memory)), c, m
+        h = o * torch.tanh(self.conv_last(memory))
+        return CellUpdate(h, c, m, delta_c, delta_m)
 
 
 class StackCarry(NamedTuple):
@@ -124,12 +132,12 @@ class PredRNN(StepwiseBackbone):
     def __init__(self, config: PredRNNConfig, geometry: ClipGeometry) -> None:
         super().__init__(config, geometry, patch_size=config.patch_size)
         height, width = state_size(config, geometry)
-        widths = [self.patch_channels, *config.num_hidden]
-        self.cell_list = nn.ModuleList(
-            SpatioTemporalLSTMCell(widths[i], widths[i + 1], config, height, width)
-            for i in range(len(config.num_hidden))
+        self.cell_list = stacked_cells(
+            SpatioTemporalLSTMCell, self.patch_channels, config, height, width
         )
-        self.conv_last = nn.Conv2d(widths[-1], self.patch_channels, kernel_size=1, bias=False)
+        self.conv_last = nn.Conv2d(
+            config.num_hidden[-1], self.patch_channels, kernel_size=1, bias=False
+        )
 
     def init_carry(self, frame: Tensor) -> StackCarry:
         return zero_stack_carry(frame, self.config.num_hidden)
@@ -138,7 +146,7 @@ class PredRNN(StepwiseBackbone):
         hidden, cell, memory = list(carry.hidden), list(carry.cell), carry.memory
         layer_input = frame
         for i, layer in enumerate(self.cell_list):
-            hidden[i], cell[i], memory = layer(layer_input, hidden[i], cell[i], memory)
+            hidden[i], cell[i], memory, _, _ = layer(layer_input, hidden[i], cell[i], memory)
             layer_input = hidden[i]
         return StepResult(
             frame=self.conv_last(hidden[-1]),
@@ -147,5 +155,6 @@ class PredRNN(StepwiseBackbone):
         )
 
     def levels(self) -> list[tuple[str, list[str]]]:
-        cells = [(f"layer{i}", [f"cell_list.{i}"]) for i in range(len(self.cell_list))]
-        return levels_by_prefix(self, [*cells, ("head", ["conv_last"])])
+        return levels_by_prefix(
+            self, [*layer_levels("cell_list", len(self.cell_list)), ("head", ["conv_last"])]
+        )

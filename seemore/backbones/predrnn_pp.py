@@ -33,7 +33,6 @@ from seemore.backbones.predrnn import (
     FORGET_BIAS,
     SpatiotemporalMemoryConfig,
     StackCarry,
-    state_size,
     zero_stack_carry,
 )
 from seemore.backbones.stepwise import (
@@ -41,7 +40,10 @@ from seemore.backbones.stepwise import (
     StepResult,
     StepwiseBackbone,
     gate_conv,
+    layer_levels,
     levels_by_prefix,
+    stacked_cells,
+    state_size,
 )
 
 # The reference initialises the GHU's convolutions uniformly in +-0.001, so that the highway
@@ -122,13 +124,11 @@ class PredRNNpp(StepwiseBackbone):
     def __init__(self, config: PredRNNppConfig, geometry: ClipGeometry) -> None:
         super().__init__(config, geometry, patch_size=config.patch_size)
         height, width = state_size(config, geometry)
-        widths = [self.patch_channels, *config.num_hidden]
-        self.cell_list = nn.ModuleList(
-            CausalLSTMCell(widths[i], widths[i + 1], config, height, width)
-            for i in range(len(config.num_hidden))
+        self.cell_list = stacked_cells(CausalLSTMCell, self.patch_channels, config, height, width)
+        self.gradient_highway = GradientHighwayUnit(config.num_hidden[0], config, height, width)
+        self.conv_last = nn.Conv2d(
+            config.num_hidden[-1], self.patch_channels, kernel_size=1, bias=False
         )
-        self.gradient_highway = GradientHighwayUnit(widths[1], config, height, width)
-        self.conv_last = nn.Conv2d(widths[-1], self.patch_channels, kernel_size=1, bias=False)
 
     def init_carry(self, frame: Tensor) -> HighwayCarry:
         stack = zero_stack_carry(frame, self.config.num_hidden)
@@ -153,6 +153,6 @@ class PredRNNpp(StepwiseBackbone):
 
     def levels(self) -> list[tuple[str, list[str]]]:
         # The GHU only feeds layer 1, so it shares layer 1's rate.
-        cells = [(f"layer{i}", [f"cell_list.{i}"]) for i in range(len(self.cell_list))]
+        cells = layer_levels("cell_list", len(self.cell_list))
         cells[1] = ("layer1", ["cell_list.1", "gradient_highway"])
         return levels_by_prefix(self, [*cells, ("head", ["conv_last"])])

@@ -2,7 +2,8 @@
 the inference rollout, per-frame state stacking and the step-averaged aux loss.
 
 A recurrent backbone subclasses `StepwiseBackbone` and writes only its cell logic (its config
-usually extends `ConvRecurrentConfig`; `gate_conv` builds the reference-style gate convolutions):
+usually extends `ConvRecurrentConfig`; `gate_conv` builds the reference-style gate convolutions,
+`stacked_cells` a stack of cells):
 
     class MyRNNConfig(ConvRecurrentConfig):
         ...  # extra settings of this backbone
@@ -13,7 +14,9 @@ usually extends `ConvRecurrentConfig`; `gate_conv` builds the reference-style ga
 
         def __init__(self, config, geometry):
             super().__init__(config, geometry, patch_size=config.patch_size)
-            ...  # layers; input channels are self.patch_channels
+            height, width = state_size(config, geometry)
+            self.cells = stacked_cells(MyCell, self.patch_channels, config, height, width)
+            self.head = ...  # input channels are self.patch_channels
 
         def init_carry(self, frame):  # frame: [B, C*p*p, H/p, W/p], for batch/device/size
             return [frame.new_zeros(...), ...]
@@ -23,7 +26,8 @@ usually extends `ConvRecurrentConfig`; `gate_conv` builds the reference-style ga
             return StepResult(frame=next_frame, state=top_hidden, carry=new_carry, aux=None)
 
         def levels(self):
-            return levels_by_prefix(self, [("layer0", ["cells.0"]), ..., ("head", ["head"])])
+            layers = layer_levels("cells", len(self.cells))  # layer0 = cells.0, ...
+            return levels_by_prefix(self, [*layers, ("head", ["head"])])
 
 `forward` then follows the interface of `Backbone.forward` for any clip length. A backbone
 whose regulariser is not a per-step term (e.g. a loss on its kernels) overrides `forward`,
@@ -32,7 +36,7 @@ calls `super().forward(...)` and returns `out._replace(aux_loss=out.aux_loss + e
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, NamedTuple
 
 import torch
@@ -87,6 +91,30 @@ def gate_conv(
     if config.layer_norm:
         return nn.Sequential(conv, nn.LayerNorm([out_channels, height, width]))
     return nn.Sequential(conv)
+
+
+def state_size(config: ConvRecurrentConfig, geometry: ClipGeometry) -> tuple[int, int]:
+    """Height and width of the recurrent states: the frame size over the patch size; a
+    geometry the patches do not tile is refused."""
+    problems = config.check_geometry(geometry)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return geometry.height // config.patch_size, geometry.width // config.patch_size
+
+
+def stacked_cells(
+    cell: Callable[[int, int, ConvRecurrentConfig, int, int], nn.Module],
+    in_channels: int,
+    config: ConvRecurrentConfig,
+    height: int,
+    width: int,
+) -> nn.ModuleList:
+    """`cell(in_channels, hidden, config, height, width)` for each width of `config.num_hidden`,
+    bottom to top: layer 0 reads `in_channels`, every other layer the hidden state below it."""
+    widths = [in_channels, *config.num_hidden]
+    return nn.ModuleList(
+        cell(widths[i], widths[i + 1], config, height, width) for i in range(len(config.num_hidden))
+    )
 
 
 class StepResult(NamedTuple):
@@ -177,6 +205,12 @@ class StepwiseBackbone(Backbone):
                 f"{type(self).__name__}: sampling_mask of shape {tuple(sampling_mask.shape)}; "
                 f"expected [B, T-2] = {list(expected)}"
             )
+
+
+def layer_levels(prefix: str, layers: int) -> list[tuple[str, list[str]]]:
+    """The `levels_by_prefix` spec of one level per recurrent layer: `layer{i}` is
+    `{prefix}.{i}`."""
+    return [(f"layer{i}", [f"{prefix}.{i}"]) for i in range(layers)]
 
 
 def levels_by_prefix(
