@@ -37,6 +37,8 @@ from seemore.backbones.base import (
     ClipGeometry,
     Output,
 )
+from seemore.backbones.fields import OddKernel
+from seemore.backbones.patch import frame_divisor_problems
 from seemore.backbones.stepwise import levels_by_prefix
 from seemore.config import PositiveInt
 
@@ -55,15 +57,8 @@ class ClipwiseConfig(BackboneConfig):
     hid_T: PositiveInt
     N_S: PositiveInt
     N_T: int = Field(ge=2)
-    spatio_kernel_enc: PositiveInt = 3
-    spatio_kernel_dec: PositiveInt = 3
-
-    @field_validator("spatio_kernel_enc", "spatio_kernel_dec")
-    @classmethod
-    def _odd_kernel(cls, kernel: int) -> int:
-        if kernel % 2 == 0:
-            raise ValueError(f"{kernel} is even; expected an odd kernel size (keeps frame sizes)")
-        return kernel
+    spatio_kernel_enc: OddKernel = 3
+    spatio_kernel_dec: OddKernel = 3
 
     @field_validator("hid_S")
     @classmethod
@@ -80,15 +75,8 @@ class ClipwiseConfig(BackboneConfig):
         return 2 ** (self.N_S // 2)
 
     def check_geometry(self, geometry: ClipGeometry) -> list[str]:
-        problems = []
-        factor = self.downsampling
-        for name, size in (("height", geometry.height), ("width", geometry.width)):
-            if size % factor:
-                problems.append(
-                    f"N_S = {self.N_S} downsamples frames by {factor}, which does not divide "
-                    f"the frame {name} {size}; expected N_S with 2**(N_S//2) dividing {size}"
-                )
-        return problems
+        setting = f"N_S = {self.N_S} (a downsampling by 2**(N_S//2) = {self.downsampling})"
+        return frame_divisor_problems(setting, self.downsampling, geometry)
 
 
 def _resamples(layers: int) -> list[bool]:

@@ -19,11 +19,11 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from seemore.backbones import BACKBONES
 from seemore.backbones.base import BackboneConfig, ClipGeometry
+from seemore.backbones.fields import OddKernel, SameWidths
 from seemore.backbones.patch import patch_geometry_problems
 from seemore.backbones.stepwise import (
     StepResult,
@@ -39,8 +39,8 @@ FORGET_BIAS = 1.0
 
 class E3DLSTMConfig(BackboneConfig):
     # Hidden channels per layer; all equal because the memory flows through every layer.
-    num_hidden: list[PositiveInt] = Field(min_length=1)
-    filter_size: PositiveInt = 5
+    num_hidden: SameWidths
+    filter_size: OddKernel = 5
     # Temporal extent of the gate convolutions (the reference uses a 2x5x5 kernel).
     temporal_filter_size: PositiveInt = 2
     # Input frames per step: the current one and the `window_length - 1` before it.
@@ -49,23 +49,6 @@ class E3DLSTMConfig(BackboneConfig):
     # Spatial stride of the gate convolutions; >1 computes gates on a coarser grid and
     # repeats them back (OpenSTL's KTH setting uses 2 to cut cost).
     conv_stride: PositiveInt = 1
-
-    @field_validator("num_hidden")
-    @classmethod
-    def _equal_widths(cls, value: list[int]) -> list[int]:
-        if len(set(value)) != 1:
-            raise ValueError(
-                "every layer needs the same width because the spatiotemporal memory flows "
-                "through all of them"
-            )
-        return value
-
-    @field_validator("filter_size")
-    @classmethod
-    def _odd(cls, value: int) -> int:
-        if value % 2 == 0:
-            raise ValueError("expected an odd size (symmetric 'same' padding)")
-        return value
 
     def check_geometry(self, geometry: ClipGeometry) -> list[str]:
         problems = patch_geometry_problems(self.patch_size, geometry)

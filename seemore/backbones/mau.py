@@ -17,11 +17,12 @@ import math
 from typing import Literal, NamedTuple
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import field_validator
 from torch import Tensor, nn
 
 from seemore.backbones import BACKBONES
 from seemore.backbones.base import BackboneConfig, ClipGeometry
+from seemore.backbones.fields import OddKernel, SameWidths
 from seemore.backbones.patch import patch_geometry_problems
 from seemore.backbones.stepwise import (
     StepResult,
@@ -36,8 +37,8 @@ LEAKY_SLOPE = 0.2
 
 class MAUConfig(BackboneConfig):
     # Widths per layer; all equal because S and T pass between layers unchanged in width.
-    num_hidden: list[PositiveInt] = Field(min_length=1)
-    filter_size: PositiveInt = 5
+    num_hidden: SameWidths
+    filter_size: OddKernel = 5
     patch_size: PositiveInt = 1
     # Downsampling of the frame encoder (a power of two).
     sr_size: PositiveInt = 4
@@ -47,20 +48,6 @@ class MAUConfig(BackboneConfig):
     cell_mode: Literal["normal", "residual"] = "normal"
     # recall: the decoder adds the encoder's features of the same resolution (skips).
     model_mode: Literal["normal", "recall"] = "normal"
-
-    @field_validator("num_hidden")
-    @classmethod
-    def _equal_widths(cls, value: list[int]) -> list[int]:
-        if len(set(value)) != 1:
-            raise ValueError("every layer needs the same width (S and T pass between layers)")
-        return value
-
-    @field_validator("filter_size")
-    @classmethod
-    def _odd(cls, value: int) -> int:
-        if value % 2 == 0:
-            raise ValueError("expected an odd size (symmetric 'same' padding)")
-        return value
 
     @field_validator("sr_size")
     @classmethod

@@ -1,4 +1,5 @@
-"""Space-to-depth patching of clips, as in the reference PredRNN code (`reshape_patch`).
+"""Space-to-depth patching of clips, as in the reference PredRNN code (`reshape_patch`), and
+the rule behind it and every other downsampling: the factor must divide the frame size.
 
 A `p x p` patch of a `C`-channel frame becomes `C*p*p` channels of one pixel; the channel
 index of pixel `(dy, dx)` of channel `c` is `(dy*p + dx)*C + c`, the order the reference code
@@ -12,16 +13,19 @@ from torch import Tensor
 from seemore.backbones.base import ClipGeometry
 
 
+def frame_divisor_problems(setting: str, divisor: int, geometry: ClipGeometry) -> list[str]:
+    """One problem per frame side (height, width) of `geometry` that `divisor` does not divide;
+    `setting` names the configuration behind it, e.g. `"patch_size = 4"`."""
+    return [
+        f"{setting} does not divide the frame {name} {size}; expected a divisor of {size}"
+        for name, size in (("height", geometry.height), ("width", geometry.width))
+        if size % divisor
+    ]
+
+
 def patch_geometry_problems(patch_size: int, geometry: ClipGeometry) -> list[str]:
     """Why frames of `geometry` cannot be cut into `patch_size` patches (empty when they can)."""
-    problems = []
-    for name, size in (("height", geometry.height), ("width", geometry.width)):
-        if size % patch_size:
-            problems.append(
-                f"patch_size = {patch_size} does not divide the frame {name} {size}; "
-                f"expected a divisor of {size}"
-            )
-    return problems
+    return frame_divisor_problems(f"patch_size = {patch_size}", patch_size, geometry)
 
 
 def to_patches(clip: Tensor, patch_size: int) -> Tensor:

@@ -23,6 +23,8 @@ from torch import Tensor, nn
 
 from seemore.backbones import BACKBONES
 from seemore.backbones.base import BackboneConfig, ClipGeometry, Output
+from seemore.backbones.fields import OddKernel
+from seemore.backbones.patch import frame_divisor_problems
 from seemore.backbones.stepwise import StepResult, StepwiseBackbone, levels_by_prefix
 from seemore.config import NonNegativeFloat, PositiveInt
 
@@ -36,10 +38,10 @@ class PhyDNetConfig(BackboneConfig):
     # Encoder width; the latent grid has twice as many channels.
     encoder_channels: PositiveInt = 32
     # PhyCell kernel size k: F has k*k filters, one per finite-difference moment.
-    phycell_kernel: PositiveInt = 7
+    phycell_kernel: OddKernel = 7
     # ConvLSTM widths; the last must equal the latent width (it is decoded like PhyCell's).
     convlstm_hidden: list[PositiveInt] = Field(default=[128, 128, 64], min_length=1)
-    convlstm_kernel: PositiveInt = 3
+    convlstm_kernel: OddKernel = 3
     # 1 = the reference's balance: it adds the moment loss, summed over input channels, to
     # the frame MSE summed over steps; ours averages frames, so the moment term is divided
     # by the number of steps.
@@ -58,18 +60,10 @@ class PhyDNetConfig(BackboneConfig):
                 f"convlstm_hidden[-1] = {self.convlstm_hidden[-1]}: expected the latent width "
                 f"2 * encoder_channels = {latent}"
             )
-        for name in ("phycell_kernel", "convlstm_kernel"):
-            if getattr(self, name) % 2 == 0:
-                raise ValueError(f"{name} = {getattr(self, name)}: expected an odd size")
         return self
 
     def check_geometry(self, geometry: ClipGeometry) -> list[str]:
-        return [
-            f"downsample = {self.downsample} does not divide the frame {name} {size}; "
-            f"expected a divisor of {size}"
-            for name, size in (("height", geometry.height), ("width", geometry.width))
-            if size % self.downsample
-        ]
+        return frame_divisor_problems(f"downsample = {self.downsample}", self.downsample, geometry)
 
 
 def conv_block(cin: int, cout: int, stride: int) -> nn.Sequential:

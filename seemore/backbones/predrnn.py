@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from seemore.backbones import BACKBONES
 from seemore.backbones.base import ClipGeometry
+from seemore.backbones.fields import SameWidths
 from seemore.backbones.stepwise import (
     ConvRecurrentConfig,
     StepResult,
@@ -42,25 +43,23 @@ FORGET_BIAS = 1.0
 
 
 class SpatiotemporalMemoryConfig(ConvRecurrentConfig):
-    """stride: the reference's gate-convolution stride; only 1 keeps the state size."""
+    """num_hidden: all layers of the same width, since the spatiotemporal memory passes
+    through every layer.
+    stride: the reference's gate-convolution stride; only 1 keeps the state size."""
 
     # Fewest layers the architecture is defined for.
     min_layers: ClassVar[int] = 1
 
+    num_hidden: SameWidths
     stride: Literal[1] = 1
 
     @field_validator("num_hidden")
     @classmethod
-    def _layers_of_equal_width(cls, value: list[int]) -> list[int]:
+    def _enough_layers(cls, value: list[int]) -> list[int]:
         if len(value) < cls.min_layers:
             raise ValueError(
                 f"num_hidden = {value} has {len(value)} layer(s); expected at least "
                 f"{cls.min_layers}"
-            )
-        if len(set(value)) > 1:
-            raise ValueError(
-                f"num_hidden = {value}: the spatiotemporal memory passes through every layer, "
-                "so all layers need the same width"
             )
         return value
 

@@ -40,7 +40,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, NamedTuple
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 from torch import Tensor, nn
 
 from seemore.backbones.base import (
@@ -50,6 +50,7 @@ from seemore.backbones.base import (
     ClipGeometry,
     Output,
 )
+from seemore.backbones.fields import OddKernel
 from seemore.backbones.patch import from_patches, patch_geometry_problems, to_patches
 from seemore.config import PositiveInt
 
@@ -65,16 +66,9 @@ class ConvRecurrentConfig(BackboneConfig):
     """
 
     num_hidden: list[PositiveInt] = Field(min_length=1)
-    filter_size: PositiveInt = 5
+    filter_size: OddKernel = 5
     patch_size: PositiveInt = 4
     layer_norm: bool = False
-
-    @field_validator("filter_size")
-    @classmethod
-    def _odd_filter(cls, value: int) -> int:
-        if value % 2 == 0:
-            raise ValueError(f"filter_size = {value} is even; expected an odd kernel size")
-        return value
 
     def check_geometry(self, geometry: ClipGeometry) -> list[str]:
         return patch_geometry_problems(self.patch_size, geometry)
