@@ -18,7 +18,7 @@ from seemore import pipeline
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-TRAIN_STAGES = {"train_stage1": 1, "train_stage2": 2}
+RUN = "results/moving_mnist/convlstm/baseline/seed0"
 
 
 def tiny_params(embedded: dict[str, Any]) -> dict[str, Any]:
@@ -160,6 +160,17 @@ def test_dvc_repro_runs_to_the_report_pushes_and_reruns_only_what_changed(
     run([dvc, "push"], work)
     assert any((tmp_path / "remote").rglob("*")), "dvc push stored nothing"
     assert "up to date" in run([dvc, "status"], work).stdout
+
+    # Another clone gets data and checkpoints back from the remote, without re-running.
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    run([*git, "add", "-A"], work)
+    run([*git, "commit", "-qm", "run"], work)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(work), str(clone)], tmp_path)
+    run([dvc, "pull"], clone)
+    for name in ("data/prepared/moving_mnist/test.npy", f"{RUN}/model.pt", f"{RUN}/stage1.pt"):
+        assert (clone / name).read_bytes() == (work / name).read_bytes(), name
+    assert "up to date" in run([dvc, "status"], clone).stdout
 
     params["training"]["stage2"]["steps"] = 3
     (work / "params.yaml").write_text(yaml.safe_dump(params))
