@@ -76,6 +76,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/seemore-ablation"))
     parser.add_argument("--jobs", type=int, default=1, help="runs trained in parallel")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--output", default="ablation_cpu", help="result name in benchmarks/")
     args = parser.parse_args()
     params = load_params(args.params)
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -124,7 +125,7 @@ def main() -> None:
     params_argument = shlex.quote(display_path(args.params))
     command = (
         f".venv/bin/python benchmarks/ablation_cpu.py --params {params_argument} "
-        f"--jobs {args.jobs} --threads {args.threads}"
+        f"--jobs {args.jobs} --threads {args.threads} --output {args.output}"
     )
     result = {
         "command": command,
@@ -134,7 +135,7 @@ def main() -> None:
         "variants": summary,
         "final_rates": rates,
     }
-    write_result("ablation_cpu", result, markdown(result, params))
+    write_result(args.output, result, markdown(result, params))
 
 
 def markdown(result: dict[str, Any], params: Any) -> str:

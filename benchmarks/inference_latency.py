@@ -19,7 +19,7 @@ from method_setup import (
     arguments,
     display_path,
     environment,
-    median_seconds,
+    interleaved_medians,
     network_factory,
     random_clip,
     write_result,
@@ -54,11 +54,13 @@ def main() -> None:
     clip = random_clip(baseline, args.batch_size)
     seemore = seemore_network(make_network, clip)
 
-    seconds = {}
-    for label, network in (("baseline", baseline), ("seemore", seemore)):
-        network.eval()
-        with torch.no_grad():
-            seconds[label] = median_seconds(lambda n=network: n(clip), args.repeats, args.device)
+    networks = {"baseline": baseline.eval(), "seemore": seemore.eval()}
+    with torch.no_grad():
+        seconds = interleaved_medians(
+            {label: lambda n=network: n(clip) for label, network in networks.items()},
+            args.repeats,
+            args.device,
+        )
     ratio = seconds["seemore"] / seconds["baseline"]
     result = {
         **environment(args),
@@ -74,7 +76,7 @@ def main() -> None:
         f"# Inference latency: baseline vs SeeMore forward network\n\n"
         f"`{args.backbone}` from `{display_path(args.params)}` on {args.dataset} geometry, batch "
         f"{args.batch_size}, {args.device}, {args.threads} thread(s), median of "
-        f"{args.repeats} runs after a warm-up (torch {torch.__version__}).\n\n"
+        f"{args.repeats} interleaved runs after a warm-up (torch {torch.__version__}).\n\n"
         f"| network | class | parameters | median s / forward |\n|---|---|---|---|\n"
         f"| baseline | {result['class']['baseline']} | {result['parameters']['baseline']} | "
         f"{seconds['baseline']:.4f} |\n"

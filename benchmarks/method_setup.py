@@ -52,22 +52,27 @@ def random_clip(network: Backbone, batch_size: int) -> torch.Tensor:
     return clip.to(device)
 
 
-def median_seconds(run: Callable[[], object], repeats: int, device: str) -> float:
-    """Median wall time of `run` after one warm-up call."""
+def interleaved_medians(
+    runs: dict[str, Callable[[], object]], repeats: int, device: str
+) -> dict[str, float]:
+    """Median wall time of each run after one warm-up call each. Rounds take every run in
+    turn, so a change in machine load (shared CPUs) hits all of them alike."""
 
     def synchronise() -> None:
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    run()
-    times = []
-    for _ in range(repeats):
-        synchronise()
-        start = time.perf_counter()
+    for run in runs.values():
         run()
-        synchronise()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {label: [] for label in runs}
+    for _ in range(repeats):
+        for label, run in runs.items():
+            synchronise()
+            start = time.perf_counter()
+            run()
+            synchronise()
+            times[label].append(time.perf_counter() - start)
+    return {label: statistics.median(values) for label, values in times.items()}
 
 
 def display_path(path: Path) -> str:

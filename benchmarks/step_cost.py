@@ -18,7 +18,7 @@ from method_setup import (
     arguments,
     display_path,
     environment,
-    median_seconds,
+    interleaved_medians,
     network_factory,
     random_clip,
     write_result,
@@ -62,19 +62,20 @@ def main() -> None:
     args = arguments(__doc__.splitlines()[0]).parse_args()
     torch.set_num_threads(args.threads)
     make_network = network_factory(args)
-    rows = {}
+    updaters, steps = {}, {}
     for label, make_updater in step_kinds(make_network).items():
         torch.manual_seed(0)
-        updater = make_updater()
+        updater = updaters[label] = make_updater()
         clip = random_clip(updater.objective.forward_network, args.batch_size)
         mask = torch.ones(clip.shape[0], clip.shape[1] - 2, device=clip.device)
-        seconds = median_seconds(
-            lambda u=updater, c=clip, m=mask: u.step(c, m), args.repeats, args.device
-        )
+        steps[label] = lambda u=updater, c=clip, m=mask: u.step(c, m)
+    seconds = interleaved_medians(steps, args.repeats, args.device)
+    rows = {}
+    for label, updater in updaters.items():
         calls = args.repeats + 1
         passes = updater.passes.as_dict()
         rows[label] = {
-            "median_seconds": seconds,
+            "median_seconds": seconds[label],
             "forward_passes_per_step": passes["forward_passes"] / calls,
             "backward_passes_per_step": passes["backward_passes"] / calls,
         }
@@ -97,7 +98,7 @@ def main() -> None:
         "",
         f"`{args.backbone}` from `{display_path(args.params)}` on {args.dataset} geometry, batch "
         f"{args.batch_size}, {args.device}, {args.threads} thread(s), median of {args.repeats} "
-        f"steps after a warm-up (torch {torch.__version__}). One run.",
+        f"interleaved steps after a warm-up (torch {torch.__version__}). One run.",
         "",
         "| step | median s | forward / backward passes | ratio to baseline |",
         "|---|---|---|---|",
