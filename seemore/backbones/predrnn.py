@@ -12,9 +12,9 @@ LSTMs", NeurIPS 2017; as in thuml/predrnn-pytorch (`predrnn`) and OpenSTL.
 Parameter names equal the reference implementation's (`cell_list.*`, `conv_last`). States:
 the top layer's hidden state. Levels: one per layer, bottom to top, then the output conv.
 
-`SpatiotemporalMemoryConfig` here is shared with PredRNN++, PredRNN-V2 and MIM, which keep this
-memory flow; the ST-LSTM cell with PredRNN-V2 (which also uses the memory increments the cell
-returns) and MIM (its bottom layer).
+`SpatiotemporalMemoryConfig` here is shared with PredRNN++ and MIM, which keep this memory
+flow, and the ST-LSTM cell with MIM (its bottom layer). PredRNN-V2 subclasses PredRNN: its
+`step_aux` turns the memory increments the cell returns into the decoupling loss.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class SpatiotemporalMemoryConfig(ConvRecurrentConfig):
 
 
 class PredRNNConfig(SpatiotemporalMemoryConfig):
-    pass
+    """The settings of PredRNN, which PredRNN-V2 extends."""
 
 
 class CellUpdate(NamedTuple):
@@ -127,6 +127,8 @@ def zero_stack_carry(frame: Tensor, num_hidden: list[int]) -> StackCarry:
 class PredRNN(StepwiseBackbone):
     config_class = PredRNNConfig
     config: PredRNNConfig
+    # The modules of the last level: projections outside the recurrence.
+    head_modules: ClassVar[tuple[str, ...]] = ("conv_last",)
 
     def __init__(self, config: PredRNNConfig, geometry: ClipGeometry) -> None:
         super().__init__(config, geometry, patch_size=config.patch_size)
@@ -143,17 +145,25 @@ class PredRNN(StepwiseBackbone):
 
     def step(self, frame: Tensor, carry: StackCarry) -> StepResult:
         hidden, cell, memory = list(carry.hidden), list(carry.cell), carry.memory
+        updates = []
         layer_input = frame
         for i, layer in enumerate(self.cell_list):
-            hidden[i], cell[i], memory, _, _ = layer(layer_input, hidden[i], cell[i], memory)
+            update = layer(layer_input, hidden[i], cell[i], memory)
+            hidden[i], cell[i], memory = update.hidden, update.cell, update.memory
+            updates.append(update)
             layer_input = hidden[i]
         return StepResult(
             frame=self.conv_last(hidden[-1]),
             state=hidden[-1],
             carry=StackCarry(hidden, cell, memory),
+            aux=self.step_aux(updates),
         )
+
+    def step_aux(self, updates: list[CellUpdate]) -> Tensor | None:
+        """The step's regulariser from each layer's cell update, bottom to top; none here."""
+        return None
 
     def levels(self) -> list[tuple[str, list[str]]]:
         return levels_by_prefix(
-            self, [*layer_levels("cell_list", len(self.cell_list)), ("head", ["conv_last"])]
+            self, [*layer_levels("cell_list", len(self.cell_list)), ("head", self.head_modules)]
         )
