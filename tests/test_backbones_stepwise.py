@@ -1,4 +1,5 @@
-"""The shared step-wise rollout and patching, on a recording stub backbone."""
+"""The shared step-wise rollout and patching, on a recording stub backbone; the settings that
+every backbone of the convolutional recurrent family (`ConvRecurrentConfig`) shares, on each."""
 
 from __future__ import annotations
 
@@ -7,13 +8,24 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from backbone_cases import CASES, clip, make
+from backbone_cases import GEOMETRY as BACKBONE_GEOMETRY
 from torch import Tensor, nn
 
 from seemore.backbones.base import BackboneConfig, ClipGeometry
 from seemore.backbones.patch import from_patches, patch_geometry_problems, to_patches
-from seemore.backbones.stepwise import StepResult, StepwiseBackbone, levels_by_prefix
+from seemore.backbones.profile import count_parameters
+from seemore.backbones.stepwise import (
+    ConvRecurrentConfig,
+    StepResult,
+    StepwiseBackbone,
+    levels_by_prefix,
+)
 
 GEOMETRY = ClipGeometry(channels=2, height=4, width=6, input_frames=3, output_frames=3)
+CONV_RECURRENT = [
+    name for name in sorted(CASES) if isinstance(CASES[name].config, ConvRecurrentConfig)
+]
 
 
 class RecordingStub(StepwiseBackbone):
@@ -104,3 +116,36 @@ def test_levels_by_prefix_refuses_gaps_and_overlaps() -> None:
         levels_by_prefix(module, [("a", ["0"]), ("b", ["0.weight", "1"])])
     with pytest.raises(ValueError, match="has no parameters"):
         levels_by_prefix(module, [("a", ["0", "1"]), ("c", ["2"])])
+
+
+def test_the_recurrent_family_is_every_convolutional_recurrent_backbone() -> None:
+    assert CONV_RECURRENT == ["convlstm", "mim", "predrnn", "predrnn_pp", "predrnn_v2"]
+
+
+@pytest.mark.parametrize("name", CONV_RECURRENT)
+def test_a_patch_size_that_does_not_tile_the_frame_is_refused(name: str) -> None:
+    # The tiny cases' frames are 8 x 12.
+    assert CASES[name].config.check_geometry(BACKBONE_GEOMETRY) == []
+    config = CASES[name].config.model_copy(update={"patch_size": 5})
+    problems = config.check_geometry(BACKBONE_GEOMETRY)
+    assert len(problems) == 2
+    assert "patch_size = 5" in problems[0] and "height 8" in problems[0]
+    assert "patch_size = 5" in problems[1] and "width 12" in problems[1]
+    with pytest.raises(ValueError, match="patch_size = 5 does not divide"):
+        make(name, patch_size=5)
+
+
+@pytest.mark.parametrize("name", CONV_RECURRENT)
+def test_layer_norm_variant_trains_every_parameter_and_keeps_them_in_levels(name: str) -> None:
+    network = make(name, layer_norm=True)
+    assert count_parameters(network) > count_parameters(make(name))
+    loss, out = network.training_loss(clip(), torch.full((2, 4), 0.5))
+    assert torch.isfinite(out.frames).all()
+    loss.backward()
+    for parameter_name, parameter in network.named_parameters():
+        assert parameter.grad is not None, parameter_name
+        assert torch.isfinite(parameter.grad).all(), parameter_name
+        assert parameter.grad.abs().sum() > 0, parameter_name
+    listed = [p for _, members in network.levels() for p in members]
+    assert sorted(listed) == sorted(p for p, _ in network.named_parameters())
+    assert len(listed) == len(set(listed))

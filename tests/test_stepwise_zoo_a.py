@@ -1,40 +1,26 @@
-"""PredRNN, PredRNN++ and MIM: the backbone interface, rollout semantics, hand-computed cells,
-parameter counts and FLOPs against OpenSTL's published ones, and one BDN / LMA step each."""
+"""PredRNN, PredRNN++ and MIM: levels, hand-computed cells, parameter counts and FLOPs
+against OpenSTL's published ones, configuration rules. The backbone interface is checked in
+test_backbone_contract.py."""
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any
 
 import pytest
 import torch
+from backbone_cases import CASES, clip, make, reference_network
 from pydantic import ValidationError
 
-from seemore.backbones import BACKBONES, BackboneKind, ClipGeometry, build_backbone
-from seemore.backbones.base import Backbone
-from seemore.backbones.mim import MIM, MIMBlock, MIMConfig
-from seemore.backbones.patch import to_patches
-from seemore.backbones.predrnn import PredRNN, PredRNNConfig, SpatioTemporalLSTMCell
-from seemore.backbones.predrnn_pp import (
-    CausalLSTMCell,
-    GradientHighwayUnit,
-    PredRNNpp,
-    PredRNNppConfig,
-)
+from seemore.backbones import BACKBONES
+from seemore.backbones.mim import MIMBlock, MIMConfig
+from seemore.backbones.predrnn import PredRNNConfig, SpatioTemporalLSTMCell
+from seemore.backbones.predrnn_pp import CausalLSTMCell, GradientHighwayUnit, PredRNNppConfig
 from seemore.backbones.profile import count_flops, count_parameters
 from seemore.backbones.reference import REFERENCE_GEOMETRY, reference_config
-from seemore.config import BDNConfig, ConfigError, LMAConfig, validate_params
-from seemore.method.bdn import BidirectionalObjective
-from seemore.method.lma import LMAUpdater
-from seemore.method.updater import AdamUpdater
+from seemore.config import ConfigError, validate_params
 
-GEOMETRY = ClipGeometry(channels=2, height=8, width=12, input_frames=3, output_frames=3)
-PATCH = 2
-HIDDEN = [4, 4, 4]  # three layers: MIM-N of layer 2 reads MIM-N of layer 1; PredRNN++ past GHU
-CLASSES = {"predrnn": PredRNN, "predrnn_pp": PredRNNpp, "mim": MIM}
-NAMES = sorted(CLASSES)
-LEVEL_NAMES = ["layer0", "layer1", "layer2", "head"]
-STATE = (1, HIDDEN[0], 8 // PATCH, 12 // PATCH)  # one state map of the tiny networks
+NAMES = ["mim", "predrnn", "predrnn_pp"]
+STATE = (1, *CASES["mim"].state_shape)  # one state map of the tiny networks
 
 # OpenSTL's model zoo (docs/en/model_zoos/video_benchmarks.md, traffic_benchmarks.md): Params
 # and FLOPs per backbone and benchmark at its configs/<dataset>/<Method>.py; its FLOPs column
@@ -67,85 +53,9 @@ def openstl_unused_parameters(name: str, config: PredRNNConfig) -> int:
     return 0
 
 
-def make(name: str, seed: int = 0, layer_norm: bool = False) -> Backbone:
-    torch.manual_seed(seed)
-    config = CLASSES[name].config_class(
-        num_hidden=HIDDEN, filter_size=3, patch_size=PATCH, layer_norm=layer_norm
-    )
-    return build_backbone(name, config, GEOMETRY)
-
-
-def clip(frames: int = 6, batch: int = 2, seed: int = 1) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return torch.rand(batch, frames, 2, 8, 12, generator=generator)
-
-
-def mask(seed: int = 0) -> torch.Tensor:
-    return torch.rand(2, 4, generator=torch.Generator().manual_seed(seed))
-
-
-def test_registered_as_step_wise() -> None:
-    for name, backbone_class in CLASSES.items():
-        assert BACKBONES.get(name) is backbone_class
-        assert backbone_class.kind is BackboneKind.STEP_WISE
-
-
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("frames", [6, 9])
-def test_output_shapes_any_horizon(name: str, frames: int) -> None:
-    out = make(name)(clip(frames))
-    assert out.frames.shape == (2, frames - 1, 2, 8, 12)
-    assert out.states.shape == (2, frames - 1, HIDDEN[-1], 8 // PATCH, 12 // PATCH)
-    assert out.aux_loss.shape == () and out.aux_loss.item() == 0.0
-    assert out.encoded is None
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_states_are_what_produced_each_frame(name: str) -> None:
-    # The head is a 1x1 conv of the top hidden state: frame i must be head(states[:, i]).
-    network = make(name)
-    out = network(clip(), mask())
-    for i in range(out.frames.shape[1]):
-        torch.testing.assert_close(
-            to_patches(out.frames, PATCH)[:, i], network.conv_last(out.states[:, i])
-        )
-
-
-@pytest.mark.parametrize("layer_norm", [False, True])
-@pytest.mark.parametrize("name", NAMES)
-def test_backward_reaches_every_parameter_with_finite_gradients(
-    name: str, layer_norm: bool
-) -> None:
-    network = make(name, layer_norm=layer_norm)
-    loss, _ = network.training_loss(clip(), torch.full((2, 4), 0.5))
-    loss.backward()
-    for parameter_name, parameter in network.named_parameters():
-        assert parameter.grad is not None, parameter_name
-        assert torch.isfinite(parameter.grad).all(), parameter_name
-        assert parameter.grad.abs().sum() > 0, parameter_name
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_same_seed_same_output_and_no_state_survives_a_call(name: str) -> None:
-    first, second, other = make(name, seed=3), make(name, seed=3), make(name, seed=4)
-    a, b = first(clip(), mask()), second(clip(), mask())
-    assert torch.equal(a.frames, b.frames) and torch.equal(a.states, b.states)
-    assert not torch.equal(a.frames, other(clip(), mask()).frames)
-    # A call on another batch first leaves the next call unchanged (OpenSTL's MIM keeps MIM-S's
-    # memory on the module between calls; here every state lives in the carry).
-    first(clip(seed=5), mask(1))
-    assert torch.equal(first(clip(), mask()).frames, a.frames)
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_levels_cover_every_parameter_once_shallow_to_deep(name: str) -> None:
-    network = make(name)
-    levels = network.levels()
-    assert [level for level, _ in levels] == LEVEL_NAMES
-    flat = [p for _, members in levels for p in members]
-    assert sorted(flat) == sorted(p for p, _ in network.named_parameters())
-    assert len(flat) == len(set(flat))
-    assert levels[-1] == ("head", ["conv_last.weight"])
+def test_the_head_level_is_the_output_conv_alone(name: str) -> None:
+    assert make(name).levels()[-1] == ("head", ["conv_last.weight"])
 
 
 def owners(parameter_names: list[str]) -> set[str]:
@@ -166,43 +76,6 @@ def test_levels_put_each_helper_module_with_the_layer_it_feeds() -> None:
             f"stlstm_layer.{layer}",
             f"stlstm_layer_diff.{layer - 1}",
         }
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_all_ones_mask_is_teacher_forcing(name: str) -> None:
-    # Teacher forcing written out with the step API: every step gets the true frame.
-    network = make(name)
-    original = clip()
-    with torch.no_grad():
-        forced = network(original, torch.ones(2, 4))
-        patches = to_patches(original, PATCH)
-        carry = network.init_carry(patches[:, 0])
-        for t in range(original.shape[1] - 1):
-            result = network.step(patches[:, t], carry)
-            carry = result.carry
-            torch.testing.assert_close(to_patches(forced.frames, PATCH)[:, t], result.frame)
-            torch.testing.assert_close(forced.states[:, t], result.state)
-    # ...and it is causal in the true frames: frame k moves the predictions of frames > k only.
-    for k in range(1, 5):
-        changed = original.clone()
-        changed[:, k] += 0.5
-        with torch.no_grad():
-            moved = network(changed, torch.ones(2, 4)).frames
-        assert torch.equal(moved[:, :k], forced.frames[:, :k])
-        assert not torch.equal(moved[:, k], forced.frames[:, k])
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_inference_is_true_inputs_then_own_predictions(name: str) -> None:
-    network = make(name)
-    original = clip()
-    schedule = torch.tensor([[1.0, 1.0, 0.0, 0.0]] * 2)  # steps 1, 2 are inputs (3 inputs)
-    changed = original.clone()
-    changed[:, GEOMETRY.input_frames :] = torch.rand_like(changed[:, GEOMETRY.input_frames :])
-    with torch.no_grad():
-        inferred = network(original)
-        torch.testing.assert_close(network(original, schedule).frames, inferred.frames)
-        assert torch.equal(network(changed).frames, inferred.frames)
 
 
 def test_mim_nonstationary_modules_start_at_the_second_step() -> None:
@@ -307,16 +180,9 @@ def test_mim_block_with_zero_weights_gives_hand_computed_values() -> None:
     torch.testing.assert_close(h, 0.5 * torch.tanh(c))
 
 
-def reference_network(name: str, dataset: str) -> Backbone:
-    config, geometry = reference_config(name, dataset)
-    with torch.device("meta"):  # sizes and FLOPs only: no memory, no initialisation cost
-        return build_backbone(name, config, geometry)
-
-
 @pytest.mark.parametrize(("name", "dataset"), sorted(PUBLISHED_PARAMETERS))
 def test_reference_parameter_counts_match_openstl(name: str, dataset: str) -> None:
     network = reference_network(name, dataset)
-    assert network.config.check_geometry(network.geometry) == []
     ours = count_parameters(network)
     openstl = ours + openstl_unused_parameters(name, network.config)
     assert abs(openstl - PUBLISHED_PARAMETERS[name, dataset]) <= 0.01 * openstl
@@ -349,7 +215,6 @@ def test_reference_configurations_follow_openstl_per_benchmark() -> None:
     for name in NAMES:
         for dataset in REFERENCE_GEOMETRY:
             config, _ = reference_config(name, dataset)
-            assert isinstance(config, CLASSES[name].config_class)
             assert config.num_hidden == [128] * 4 and config.filter_size == 5
             assert not config.layer_norm
             expected = 4 if (name, dataset) == ("mim", "kth") else patch_sizes[dataset]
@@ -377,7 +242,7 @@ def test_params_file_errors_name_the_backbone_key(embedded_raw: dict[str, Any]) 
     for name in NAMES:
         embedded_raw["models"][name] = {"num_hidden": [8, 8], "filter_size": 3, "patch_size": 4}
     params = validate_params(embedded_raw)
-    assert all(isinstance(params.models[n], CLASSES[n].config_class) for n in NAMES)
+    assert all(isinstance(params.models[n], BACKBONES.get(n).config_class) for n in NAMES)
     embedded_raw["models"]["mim"]["num_hidden"] = [8]
     with pytest.raises(ConfigError, match=r"models\.mim\.num_hidden = \[8\]: .*at least 2"):
         validate_params(embedded_raw)
@@ -392,51 +257,3 @@ def test_a_single_layer_is_enough_for_predrnn_only() -> None:
     for config_class in (PredRNNppConfig, MIMConfig):
         with pytest.raises(ValidationError, match="has 1 layer"):
             config_class(num_hidden=[8])
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_patch_size_that_does_not_divide_the_frame_is_refused(name: str) -> None:
-    config = CLASSES[name].config_class(num_hidden=[4, 4], filter_size=3, patch_size=5)
-    problems = config.check_geometry(GEOMETRY)
-    assert len(problems) == 2 and "height 8" in problems[0] and "width 12" in problems[1]
-    with pytest.raises(ValueError, match="patch_size = 5 does not divide"):
-        build_backbone(name, config, GEOMETRY)
-
-
-def two_directions(name: str) -> BidirectionalObjective:
-    return BidirectionalObjective(make(name, seed=0), make(name, seed=1), BDNConfig())
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_one_bdn_step_trains_both_directions(name: str) -> None:
-    objective = two_directions(name)
-    before = {n: p.detach().clone() for n, p in objective.named_parameters()}
-    logs = AdamUpdater(objective, 1e-3, nullcontext, None).step(clip(), mask())
-    assert all(torch.isfinite(torch.tensor(value)) for value in logs.values())
-    assert logs["distill_state"] > 0 and logs["distill_frame"] > 0
-    for parameter_name, parameter in objective.named_parameters():
-        assert parameter.grad is not None and torch.isfinite(parameter.grad).all()
-        assert not torch.equal(parameter, before[parameter_name]), parameter_name
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_one_lma_meta_step_reaches_every_level(name: str) -> None:
-    objective = two_directions(name)
-    before = {n: p.detach().clone() for n, p in objective.named_parameters()}
-    updater = LMAUpdater(objective, 1e-3, LMAConfig(a_max=2e-3), nullcontext, None)
-    assert updater.level_names == [f"{role}.{level}" for role in "fg" for level in LEVEL_NAMES]
-    assert updater.is_meta_step()
-    objective.zero_grad()
-    updater.loss_and_backward(clip(), mask())
-    hypergradient, lookahead_loss = updater.lookahead_hypergradient(
-        clip(), mask(), updater.advance_moments()
-    )
-    assert torch.isfinite(torch.tensor(lookahead_loss))
-    assert torch.isfinite(hypergradient).all() and (hypergradient != 0).all()
-
-    rates = updater.rates.detach().clone()
-    logs = updater.step(clip(), mask())
-    assert logs["meta_step"] == 1.0 and torch.isfinite(torch.tensor(logs["lookahead_loss"]))
-    assert not torch.equal(updater.rates.detach(), rates)
-    for parameter_name, parameter in objective.named_parameters():  # rates move, θ does not
-        assert torch.equal(parameter, before[parameter_name]), parameter_name

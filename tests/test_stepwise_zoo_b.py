@@ -1,60 +1,27 @@
-"""E3D-LSTM, PhyDNet and MAU: the backbone interface, rollout semantics, hand-computed parts
-(recall attention, the moment loss, MAU's attention), parameter counts and FLOPs against
-OpenSTL's, and one BDN / LMA step each."""
+"""E3D-LSTM, PhyDNet and MAU: hand-computed parts (recall attention, the moment loss, MAU's
+attention), their options, parameter counts and FLOPs against OpenSTL's, configuration rules.
+The backbone interface is checked in test_backbone_contract.py."""
 
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 from typing import Any
 
 import pytest
 import torch
+from backbone_cases import CASES, GEOMETRY, clip, make, mask, reference_network
 from pydantic import ValidationError
 
-from seemore.backbones import BACKBONES, BackboneKind, ClipGeometry, build_backbone
-from seemore.backbones.base import Backbone, BackboneConfig
+from seemore.backbones import BACKBONES, ClipGeometry
 from seemore.backbones.e3d_lstm import E3DLSTM, E3DLSTMConfig, EideticCell
-from seemore.backbones.mau import MAU, MAUConfig, MotionAwareUnit
+from seemore.backbones.mau import MAUConfig, MotionAwareUnit
 from seemore.backbones.patch import to_patches
 from seemore.backbones.phydnet import PhyCell, PhyDNet, PhyDNetConfig, moment_matrix
 from seemore.backbones.profile import count_flops, count_parameters
 from seemore.backbones.reference import REFERENCE_GEOMETRY, reference_config
-from seemore.config import BDNConfig, ConfigError, LMAConfig, validate_params
-from seemore.method.bdn import BidirectionalObjective
-from seemore.method.lma import LMAUpdater
-from seemore.method.updater import AdamUpdater
+from seemore.config import ConfigError, validate_params
 
-GEOMETRY = ClipGeometry(channels=2, height=8, width=12, input_frames=3, output_frames=3)
-CLASSES: dict[str, type[Backbone]] = {"e3d_lstm": E3DLSTM, "phydnet": PhyDNet, "mau": MAU}
-NAMES = sorted(CLASSES)
-CONFIGS: dict[str, BackboneConfig] = {
-    "e3d_lstm": E3DLSTMConfig(num_hidden=[4, 4], filter_size=3, patch_size=2),
-    # Latent 2 x 32 channels on a 2x3 grid (two channels per GroupNorm group, so no bias is
-    # normalised away); 9 PhyCell filters for a 3x3 kernel.
-    "phydnet": PhyDNetConfig(phycell_kernel=3, convlstm_hidden=[8, 64]),
-    "mau": MAUConfig(num_hidden=[4, 4], filter_size=3, patch_size=1, sr_size=2, tau=2),
-}
-STATE_SHAPES = {
-    "e3d_lstm": (4, 2, 4, 6),  # top hidden state over the 2-frame window
-    "phydnet": (128, 2, 3),  # PhyCell's and the ConvLSTM's latents side by side
-    "mau": (4, 4, 6),  # the top unit's spatial state
-}
-LEVEL_NAMES = {
-    "e3d_lstm": ["layer0", "layer1", "head"],
-    "phydnet": [
-        "encoder",
-        "branch_encoders",
-        "phycell",
-        "convlstm0",
-        "convlstm1",
-        "branch_decoders",
-        "decoder",
-        "head",
-    ],
-    "mau": ["encoder", "layer0", "layer1", "decoder", "head"],
-}
-PATCH = {"e3d_lstm": 2, "phydnet": 1, "mau": 1}
+NAMES = ["e3d_lstm", "mau", "phydnet"]
 
 # OpenSTL's model zoo (docs/en/model_zoos/video_benchmarks.md): Params and FLOPs (fvcore:
 # multiply-adds) at configs/mmnist/<Method>.py.
@@ -82,138 +49,10 @@ OPENSTL_PARAMETERS = {
 }
 
 
-def make(name: str, seed: int = 0, **changes: Any) -> Backbone:
-    torch.manual_seed(seed)
-    config = CONFIGS[name].model_copy(update=changes)
-    return build_backbone(name, config, GEOMETRY)
-
-
-def clip(frames: int = 6, batch: int = 2, seed: int = 1) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return torch.rand(batch, frames, 2, 8, 12, generator=generator)
-
-
-def mask(seed: int = 0) -> torch.Tensor:
-    return torch.rand(2, 4, generator=torch.Generator().manual_seed(seed))
-
-
-def test_registered_as_step_wise() -> None:
-    for name, backbone_class in CLASSES.items():
-        assert BACKBONES.get(name) is backbone_class
-        assert backbone_class.kind is BackboneKind.STEP_WISE
-
-
-@pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("frames", [6, 9])
-def test_output_shapes_any_horizon(name: str, frames: int) -> None:
-    network = make(name)
-    out = network(clip(frames))
-    assert out.frames.shape == (2, frames - 1, 2, 8, 12)
-    assert out.states.shape == (2, frames - 1, *STATE_SHAPES[name])
-    assert out.aux_loss.shape == ()
-    assert (out.aux_loss.item() > 0) == (name == "phydnet")
-    assert out.encoded is None
-    assert network.predicted_frames(frames) == slice(1, frames)
-
-
-def decode_state(network: Backbone, state: torch.Tensor) -> torch.Tensor:
-    """What each backbone's head makes of the state it reports, in patch space."""
-    if isinstance(network, E3DLSTM):
-        return network.head(state).squeeze(2)
-    if isinstance(network, PhyDNet):
-        latent = state.shape[1] // 2
-        summed = network.decoder_physics(state[:, :latent]) + network.decoder_residual(
-            state[:, latent:]
-        )
-        return torch.sigmoid(network.head(network.decoder(summed)))
-    assert isinstance(network, MAU)
-    for stage in network.decoder:
-        state = stage(state)
-    return network.head(state)
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_states_are_what_produced_each_frame(name: str) -> None:
-    network = make(name)
-    out = network(clip(), mask())
-    for i in range(out.frames.shape[1]):
-        torch.testing.assert_close(
-            to_patches(out.frames, PATCH[name])[:, i], decode_state(network, out.states[:, i])
-        )
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_backward_reaches_every_parameter_with_finite_gradients(name: str) -> None:
-    network = make(name)
-    loss, _ = network.training_loss(clip(), torch.full((2, 4), 0.5))
-    loss.backward()
-    for parameter_name, parameter in network.named_parameters():
-        assert parameter.grad is not None, parameter_name
-        assert torch.isfinite(parameter.grad).all(), parameter_name
-        assert parameter.grad.abs().sum() > 0, parameter_name
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_same_seed_same_output_and_no_state_survives_a_call(name: str) -> None:
-    first, second, other = make(name, seed=3), make(name, seed=3), make(name, seed=4)
-    a, b = first(clip(), mask()), second(clip(), mask())
-    assert torch.equal(a.frames, b.frames) and torch.equal(a.states, b.states)
-    assert torch.equal(a.aux_loss, b.aux_loss)
-    assert not torch.equal(a.frames, other(clip(), mask()).frames)
-    first(clip(seed=5), mask(1))
-    assert torch.equal(first(clip(), mask()).frames, a.frames)
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_levels_cover_every_parameter_once_shallow_to_deep(name: str) -> None:
-    network = make(name)
-    levels = network.levels()
-    assert [level for level, _ in levels] == LEVEL_NAMES[name]
-    flat = [p for _, members in levels for p in members]
-    assert sorted(flat) == sorted(p for p, _ in network.named_parameters())
-    assert len(flat) == len(set(flat))
-
-
 def test_mau_without_downsampling_has_no_decoder_level() -> None:
     network = make("mau", sr_size=1)
     assert [level for level, _ in network.levels()] == ["encoder", "layer0", "layer1", "head"]
     assert network(clip()).states.shape == (2, 5, 4, 8, 12)
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_all_ones_mask_is_teacher_forcing_and_causal(name: str) -> None:
-    network = make(name)
-    original = clip()
-    patch = PATCH[name]
-    with torch.no_grad():
-        forced = network(original, torch.ones(2, 4))
-        patches = to_patches(original, patch)
-        carry = network.init_carry(patches[:, 0])
-        for t in range(original.shape[1] - 1):
-            result = network.step(patches[:, t], carry)
-            carry = result.carry
-            torch.testing.assert_close(to_patches(forced.frames, patch)[:, t], result.frame)
-            torch.testing.assert_close(forced.states[:, t], result.state)
-    for k in range(1, 5):
-        changed = original.clone()
-        changed[:, k] += 0.5
-        with torch.no_grad():
-            moved = network(changed, torch.ones(2, 4)).frames
-        assert torch.equal(moved[:, :k], forced.frames[:, :k])
-        assert not torch.equal(moved[:, k], forced.frames[:, k])
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_inference_is_true_inputs_then_own_predictions(name: str) -> None:
-    network = make(name)
-    original = clip()
-    schedule = torch.tensor([[1.0, 1.0, 0.0, 0.0]] * 2)  # steps 1, 2 are inputs (3 inputs)
-    changed = original.clone()
-    changed[:, GEOMETRY.input_frames :] = torch.rand_like(changed[:, GEOMETRY.input_frames :])
-    with torch.no_grad():
-        inferred = network(original)
-        torch.testing.assert_close(network(original, schedule).frames, inferred.frames)
-        assert torch.equal(network(changed).frames, inferred.frames)
 
 
 # --- E3D-LSTM -----------------------------------------------------------------------------
@@ -295,7 +134,7 @@ def test_e3d_temporal_padding_is_tensorflow_same() -> None:
 def test_e3d_strided_gates_keep_the_state_size() -> None:
     network = make("e3d_lstm", conv_stride=2)
     out = network(clip())
-    assert out.states.shape == (2, 5, *STATE_SHAPES["e3d_lstm"])
+    assert out.states.shape == (2, 5, *CASES["e3d_lstm"].state_shape)
 
 
 # --- PhyDNet ------------------------------------------------------------------------------
@@ -413,16 +252,9 @@ def test_mau_modes_run_and_differ(model_mode: str, cell_mode: str) -> None:
 # --- configurations, reference counts, FLOPs ----------------------------------------------
 
 
-def reference_network(name: str, dataset: str) -> Backbone:
-    config, geometry = reference_config(name, dataset)
-    with torch.device("meta"):  # sizes and FLOPs only: no memory, no initialisation cost
-        return build_backbone(name, config, geometry)
-
-
 @pytest.mark.parametrize(("name", "dataset"), sorted(OPENSTL_PARAMETERS))
 def test_reference_parameter_counts_equal_openstl(name: str, dataset: str) -> None:
     network = reference_network(name, dataset)
-    assert network.config.check_geometry(network.geometry) == []
     assert count_parameters(network) == OPENSTL_PARAMETERS[name, dataset]
 
 
@@ -465,7 +297,6 @@ def test_reference_configurations_are_openstl_per_benchmark() -> None:
     for name, (key, values) in expected.items():
         for dataset in REFERENCE_GEOMETRY:
             config, _ = reference_config(name, dataset)
-            assert isinstance(config, CLASSES[name].config_class)
             assert getattr(config, key) == values[dataset], (name, dataset)
     assert reference_config("e3d_lstm", "kth")[0].conv_stride == 2
 
@@ -515,7 +346,7 @@ def test_params_file_errors_name_the_backbone_key(embedded_raw: dict[str, Any]) 
     embedded_raw["models"]["phydnet"] = {"encoder_channels": 16, "convlstm_hidden": [32]}
     embedded_raw["models"]["mau"] = {"num_hidden": [8, 8], "sr_size": 4}
     params = validate_params(embedded_raw)
-    assert all(isinstance(params.models[n], CLASSES[n].config_class) for n in NAMES)
+    assert all(isinstance(params.models[n], BACKBONES.get(n).config_class) for n in NAMES)
     embedded_raw["models"]["mau"]["tau"] = 0
     with pytest.raises(ConfigError, match=r"models\.mau\.tau = 0: .*greater than 0"):
         validate_params(embedded_raw)
@@ -523,46 +354,3 @@ def test_params_file_errors_name_the_backbone_key(embedded_raw: dict[str, Any]) 
     embedded_raw["models"]["e3d_lstm"]["patch_size"] = 5
     with pytest.raises(ConfigError, match=r"models\.e3d_lstm with data\.moving_mnist: patch"):
         validate_params(embedded_raw)
-
-
-# --- SeeMore on each backbone -------------------------------------------------------------
-
-
-def two_directions(name: str) -> BidirectionalObjective:
-    return BidirectionalObjective(make(name, seed=0), make(name, seed=1), BDNConfig())
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_one_bdn_step_trains_both_directions(name: str) -> None:
-    objective = two_directions(name)
-    before = {n: p.detach().clone() for n, p in objective.named_parameters()}
-    logs = AdamUpdater(objective, 1e-3, nullcontext, None).step(clip(), mask())
-    assert all(math.isfinite(value) for value in logs.values())
-    assert logs["distill_state"] > 0 and logs["distill_frame"] > 0
-    for parameter_name, parameter in objective.named_parameters():
-        assert parameter.grad is not None and torch.isfinite(parameter.grad).all()
-        assert not torch.equal(parameter, before[parameter_name]), parameter_name
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_one_lma_meta_step_reaches_every_level(name: str) -> None:
-    objective = two_directions(name)
-    before = {n: p.detach().clone() for n, p in objective.named_parameters()}
-    updater = LMAUpdater(objective, 1e-3, LMAConfig(a_max=2e-3), nullcontext, None)
-    assert updater.level_names == [
-        f"{role}.{level}" for role in "fg" for level in LEVEL_NAMES[name]
-    ]
-    assert updater.is_meta_step()
-    objective.zero_grad()
-    updater.loss_and_backward(clip(), mask())
-    hypergradient, lookahead_loss = updater.lookahead_hypergradient(
-        clip(), mask(), updater.advance_moments()
-    )
-    assert math.isfinite(lookahead_loss)
-    assert torch.isfinite(hypergradient).all() and (hypergradient != 0).all()
-    rates = updater.rates.detach().clone()
-    logs = updater.step(clip(), mask())
-    assert logs["meta_step"] == 1.0 and math.isfinite(logs["lookahead_loss"])
-    assert not torch.equal(updater.rates.detach(), rates)
-    for parameter_name, parameter in objective.named_parameters():  # rates move, θ does not
-        assert torch.equal(parameter, before[parameter_name]), parameter_name
