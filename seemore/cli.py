@@ -210,21 +210,16 @@ def cmd_info(args: argparse.Namespace) -> None:
     from seemore.backbones.reference import reference_config
     from seemore.data import DATASETS
 
-    params = load_params(args.params) if args.params.is_file() else None
-    benchmark = DATASETS.get(args.dataset)
     backbone_class = BACKBONES.get(args.backbone)
-    if params is not None and not args.reference and args.dataset in params.data:
-        geometry = benchmark.geometry(params.data[args.dataset])
+    active = None if args.reference or not args.params.is_file() else load_params(args.params)
+    if active is not None and args.dataset in active.data and args.backbone in active.models:
+        config = active.models[args.backbone]
+        geometry = DATASETS.get(args.dataset).geometry(active.data[args.dataset])
+        origin = str(args.params)
     else:
-        geometry = None
-    if params is not None and not args.reference and args.backbone in params.models:
-        config, origin = params.models[args.backbone], str(args.params)
-    else:
-        config, geometry_ref = reference_config(args.backbone, args.dataset)
+        # Not configured in params.yaml (or --reference): the published configuration.
+        config, geometry = reference_config(args.backbone, args.dataset)
         origin = f"reference configuration of {args.backbone} on {args.dataset}"
-        geometry = geometry or geometry_ref
-    if geometry is None:
-        raise ConfigError(f"{args.params}: data.{args.dataset} is missing; use --reference")
     for problem in config.check_geometry(geometry):
         raise ConfigError(f"{origin}: {problem}")
     parameters, flops = profile(backbone_class, config, geometry)

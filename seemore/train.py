@@ -187,7 +187,7 @@ def train_stage(
         "step": start_step + stage_config.steps,
         "seed": job.seed,
         "params_hash": job.params_hash,
-        "dataset": job.benchmark.title,
+        "dataset_title": job.benchmark.title,
         "backbone": job.backbone_name,
         "variant": job.variant_name,
         "objective": objective.state_dict(),
