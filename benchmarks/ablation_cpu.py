@@ -18,7 +18,6 @@ import shlex
 import statistics
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -80,7 +79,6 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
 
     datasets = params.experiment.datasets
     for dataset in datasets:
@@ -130,7 +128,6 @@ def main() -> None:
     result = {
         "command": command,
         "params": display_path(args.params),
-        "wall_seconds": time.perf_counter() - started,
         "copy_last_frame_mse": reference,
         "variants": summary,
         "final_rates": rates,
@@ -141,7 +138,7 @@ def main() -> None:
 def markdown(result: dict[str, Any], params: Any) -> str:
     training = params.training
     lines = [
-        "# Ablation at CPU size: baseline vs bdn vs lma vs seemore",
+        f"# Ablation at CPU size: {' vs '.join(params.experiment.variants)}",
         "",
         f"Command: `{result['command']}` (params: `{result['params']}`).",
         f"Embedded Moving MNIST stand-in at {params.data['moving_mnist'].image_size}x"
