@@ -1,9 +1,9 @@
 """The training loop: one place for stage one and stage two of every variant (DESIGN.md §5).
 
 Stage one trains the variant's objective (plain or BDN) from scratch with Adam; stage two
-starts from the stage-one checkpoint and continues the same objective with the variant's
-stage-two updater (plain Adam fine-tuning or LMA). Only the forward network is saved as the
-inference model.
+starts from the stage-one checkpoint (weights and Adam moments) and continues the same
+objective with the variant's stage-two updater (plain Adam fine-tuning or LMA). Only the
+forward network is saved as the inference model.
 """
 
 from __future__ import annotations
@@ -133,6 +133,8 @@ def train_stage(
     updater = build_updater(
         job.variant, stage, objective, stage_config, job.method, autocast, job.training.grad_clip
     )
+    if stage == 2:
+        updater.resume_moments(stage1["optimizer"])
     # Separate, seeded streams: which clips are drawn, and which frames are sampled true.
     data_rng = np.random.default_rng([job.seed, stage, 0])
     mask_rng = np.random.default_rng([job.seed, stage, 1])

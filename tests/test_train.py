@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +124,33 @@ def test_device_resolution() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA device"):
             resolve_device("cuda")
+
+
+def test_stage_two_updaters_continue_stage_one_moments(
+    prepared: Path, tmp_path: Path, embedded_raw: dict[str, Any]
+) -> None:
+    from seemore.method.lma import LMAUpdater
+    from seemore.method.objective import PlainObjective
+    from seemore.method.updater import AdamUpdater
+
+    params = tiny(embedded_raw)
+    stage1 = load_checkpoint(train_stage(job(params), 1, prepared, tmp_path))
+    moments = stage1["optimizer"]["adam"]["state"]
+    geometry = DATASETS.get("moving_mnist").geometry(params.data["moving_mnist"])
+    objective = PlainObjective(BACKBONES.get("convlstm")(params.models["convlstm"], geometry))
+    objective.load_state_dict(stage1["objective"])
+    names = [name for name, _ in objective.named_parameters()]
+
+    adam = AdamUpdater(objective, 5e-4, contextlib.nullcontext, None)
+    adam.resume_moments(stage1["optimizer"])
+    assert adam.optimizer.param_groups[0]["lr"] == 5e-4
+    resumed = adam.optimizer.state_dict()["state"]
+    for index in moments:
+        assert torch.equal(resumed[index]["exp_avg"], moments[index]["exp_avg"])
+
+    lma = LMAUpdater(objective, 5e-4, params.method.lma, contextlib.nullcontext, None)
+    lma.resume_moments(stage1["optimizer"])
+    assert lma.adam_steps == 3
+    for index, state in moments.items():
+        assert torch.equal(lma.exp_avg[names[index]], state["exp_avg"])
+        assert torch.equal(lma.exp_avg_sq[names[index]], state["exp_avg_sq"])

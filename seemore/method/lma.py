@@ -16,6 +16,8 @@ started at the stage's lr. Updater steps run in cycles of `cycle` steps: the fir
 One difference from the authors' code: they keep separate Adam moments for the lookahead and
 for the task steps; here one set of moments serves both (every gradient taken at θ updates
 it), which halves the optimizer memory and lets `u` be the step Adam would really take next.
+The moments start from stage one's (`resume_moments`), as the plain fine-tuning of the other
+variants does: a fresh optimizer's first direction is a sign step whose lookahead overshoots.
 """
 
 from __future__ import annotations
@@ -197,6 +199,23 @@ class LMAUpdater(Updater):
             ):
                 for name, parameter in level.items():
                     parameter.sub_(directions[name], alpha=rate)
+
+    def resume_moments(self, stage_one: dict[str, object]) -> None:
+        # torch's Adam keys its state by the index of the parameter in objective.parameters(),
+        # the order named_parameters() gives the names in.
+        adam = stage_one["adam"]
+        names = [name for name, _ in self.objective.named_parameters()]
+        steps = set()
+        with torch.no_grad():
+            for index, moments in adam["state"].items():  # type: ignore[index]
+                name = names[index]
+                if name in self.exp_avg:
+                    self.exp_avg[name].copy_(moments["exp_avg"])
+                    self.exp_avg_sq[name].copy_(moments["exp_avg_sq"])
+                    steps.add(int(moments["step"]))
+        if len(steps) > 1:
+            raise ValueError(f"stage-one Adam moments of different ages {sorted(steps)}")
+        self.adam_steps = steps.pop() if steps else 0
 
     def state_dict(self) -> dict[str, object]:
         return {

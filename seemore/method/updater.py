@@ -58,6 +58,11 @@ class Updater:
     def load_state_dict(self, state: dict[str, object]) -> None:
         raise NotImplementedError
 
+    def resume_moments(self, stage_one: dict[str, object]) -> None:
+        """Continue from stage one's Adam moments (its `AdamUpdater.state_dict()`), so stage
+        two's first steps follow the smoothed gradient, not a fresh optimizer's sign step."""
+        raise NotImplementedError
+
 
 class AdamUpdater(Updater):
     def __init__(
@@ -77,3 +82,9 @@ class AdamUpdater(Updater):
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         self.optimizer.load_state_dict(state["adam"])  # type: ignore[arg-type]
+
+    def resume_moments(self, stage_one: dict[str, object]) -> None:
+        lrs = [group["lr"] for group in self.optimizer.param_groups]
+        self.load_state_dict(stage_one)
+        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr  # this stage's lr, not stage one's
