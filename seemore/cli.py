@@ -75,6 +75,9 @@ def _train_job(params: Params, run: pipeline.Run, stage: int) -> Any:
         seed=run.seed,
         params_hash=pipeline.stage_hash(params, run, stage),
         device=resolve_device(params.experiment.device),
+        checkpoint_every=params.experiment.checkpoint_every,
+        log_every=params.experiment.log_every,
+        compile=params.experiment.compile,
     )
 
 
@@ -251,6 +254,12 @@ def cmd_use_preset(args: argparse.Namespace) -> None:
     print(f"{target} now holds the {args.name!r} preset ({source})")
 
 
+def cmd_status(args: argparse.Namespace, params: Params) -> None:
+    from seemore.status import format_statuses, run_statuses
+
+    print(format_statuses(run_statuses(params)))
+
+
 def cmd_check(args: argparse.Namespace, params: Params) -> None:
     count = sum(1 for _ in pipeline.runs(params))
     print(f"{args.params}: valid; {count} runs")
@@ -268,7 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_arguments(train)
     train.add_argument("--stage", type=int, choices=(1, 2), required=True)
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--quiet", action="store_true", help="no progress bar (log lines are still printed)"
+    )
 
     evaluate = commands.add_parser("evaluate", help="metrics of one trained run on the test split")
     _add_run_arguments(evaluate)
@@ -289,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     preset.add_argument("name", help="embedded or paper")
 
     commands.add_parser("check", help="validate params.yaml")
+    commands.add_parser("status", help="stage, step, last loss and ETA of every run")
     return parser
 
 
@@ -308,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
                 "train": cmd_train,
                 "evaluate": cmd_evaluate,
                 "check": cmd_check,
+                "status": cmd_status,
             }[args.command]
             handler(args, params)
     except (ConfigError, DataError, FileNotFoundError, KeyError, ValueError) as error:

@@ -41,6 +41,12 @@ class ExperimentConfig(Section):
     variants: list[str] = Field(min_length=1)
     seeds: list[NonNegativeInt] = Field(min_length=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # How the training loop runs, never what it computes (so not hashed): a partial
+    # checkpoint every `checkpoint_every` steps, a log row read out every `log_every` steps,
+    # and torch.compile for the training step.
+    checkpoint_every: PositiveInt = 1000
+    log_every: PositiveInt = 100
+    compile: bool = False
 
 
 class ScheduledSamplingConfig(Section):
