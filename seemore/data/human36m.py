@@ -146,6 +146,7 @@ class Human36M(WindowedBenchmark):
     config_class = Human36MConfig
     channels = 3
     title = "Human3.6M"
+    description = "actors in 17 scenarios, RGB (licensed: you supply the files), 4 -> 4 frames"
 
     @classmethod
     def check(cls, config: DataConfig) -> list[str]:

@@ -287,6 +287,7 @@ class MovingMNIST(Benchmark):
     config_class = MovingMNISTConfig
     channels = 1
     title = "Moving MNIST"
+    description = "two bouncing MNIST digits, 64x64 gray, 10 -> 10 frames"
 
     @classmethod
     def stored_clip_length(cls, config: DataConfig) -> int:
@@ -311,6 +312,16 @@ class MovingMNIST(Benchmark):
         elif not fits_moving_digit(config.image_size):
             problems.append(f"image_size = {config.image_size} leaves no room for a moving digit")
         return problems
+
+    @classmethod
+    def planned_bytes(cls, config: DataConfig) -> int | None:
+        assert isinstance(config, MovingMNISTConfig)
+        embedded = config.source == "embedded"
+        clips = config.test_clips or (EMBEDDED_TEST_CLIPS if embedded else REAL_TEST_CLIPS)
+        # The training digits: scikit-learn's 1797 but the test share (embedded_digits), or
+        # MNIST's 60000.
+        digits = 1797 - round(1797 * EMBEDDED_TEST_DIGIT_FRACTION) if embedded else 60000
+        return clips * CLIP_LENGTH * config.image_size**2 + digits * DIGIT_SIZE**2
 
     @classmethod
     def prepare(cls, config: DataConfig, raw_dir: Path, out_dir: Path) -> None:
