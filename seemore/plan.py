@@ -26,8 +26,9 @@ from seemore.backbones.profile import (
     flop_counter,
     zero_clip,
 )
-from seemore.config import LMAConfig, MethodConfig, Params, TrainingConfig
+from seemore.config import Params, TrainingConfig
 from seemore.data import DATASETS
+from seemore.method.settings import LMAConfig, MethodConfig
 from seemore.method.variants import VARIANTS, Variant, build_objective
 
 # Parameters, gradients-free: a stage checkpoint holds the weights and Adam's two moments of
@@ -192,16 +193,16 @@ def rule_jobs(params: Params) -> dict[str, int]:
 
 def build_plan(params: Params, assumptions: Assumptions, root: Path = Path(".")) -> Plan:
     """The plan of `params`; `root` is the working directory whose data/ is measured."""
-    training, method = params.training, params.method
+    method = params.method
     passes: dict[tuple[str, str, str], PassCost] = {}
     inference: dict[tuple[str, str], tuple[int, int]] = {}
     stage1_jobs: dict[str, StagePlan] = {}
     run_plans = []
     for run in pipeline.runs(params):
         variant = VARIANTS.get(run.variant)
-        data = params.data[run.dataset]
+        data, training = params.data[run.dataset], params.training[run.dataset]
         geometry = DATASETS.get(run.dataset).geometry(data)
-        config = params.models[run.backbone]
+        config = params.models[run.dataset][run.backbone]
         key = (run.dataset, run.backbone, objective_name(variant))
         if key not in passes:
             passes[key] = pass_cost(

@@ -28,10 +28,11 @@ from seemore.train import load_checkpoint
 def tiny(raw: dict[str, Any], variants: list[str], **training: Any) -> dict[str, Any]:
     raw["experiment"].update(datasets=["moving_mnist"], backbones=["convlstm"], variants=variants)
     raw["data"]["moving_mnist"].update(image_size=16, test_clips=4)
-    raw["models"]["convlstm"].update(num_hidden=[4], patch_size=4)
-    raw["training"].update(batch_size=2, **training)
-    raw["training"]["stage1"]["steps"] = 3
-    raw["training"]["stage2"]["steps"] = 5
+    raw["models"]["moving_mnist"]["convlstm"].update(num_hidden=[4], patch_size=4)
+    section = raw["training"]["moving_mnist"]
+    section.update(batch_size=2, **training)
+    section["stage1"]["steps"] = 3
+    section["stage2"]["steps"] = 5
     raw["method"]["lma"].update(cycle=3, meta_steps=1)
     return raw
 
@@ -81,7 +82,7 @@ def _geometry(raw: dict[str, Any], dataset: str) -> Any:
 @pytest.mark.parametrize(("backbone", "dataset"), [("predrnn_v2", "kth"), ("tau", "taxibj")])
 def test_pass_flops(embedded_raw: dict[str, Any], backbone: str, dataset: str) -> None:
     params, geometry = _geometry(embedded_raw, dataset)
-    config, method = params.models[backbone], params.method
+    config, method = params.models[dataset][backbone], params.method
     plain = pass_cost(backbone, config, geometry, VARIANTS.get("baseline"), method, 4)
     forward = count_flops(build_on_meta(BACKBONES.get(backbone), config, geometry), 4)
     # Backward costs twice the forward's FLOPs where a layer needs its input's gradient too,
