@@ -138,8 +138,11 @@ def test_planned_data_bytes_match_what_prepare_writes(
 def test_real_data_that_only_the_files_size_are_unknown() -> None:
     plan = build_plan(load_params(preset_path("paper")), Assumptions())
     assert plan.data_bytes["kth"] is None
-    # The fixed test set: 10000 clips of 20 frames of 64x64, and MNIST's 60000 digits.
-    assert plan.data_bytes["moving_mnist"] == 10000 * 20 * 64 * 64 + 60000 * 28 * 28
+    # The fixed test set: 10000 clips of 20 frames of 64x64, 1000 generated validation clips
+    # at the training horizon (10 -> 10), and MNIST's 60000 digits.
+    frame = 64 * 64
+    expected = 10000 * 20 * frame + 1000 * 20 * frame + 60000 * 28 * 28
+    assert plan.data_bytes["moving_mnist"] == expected
 
 
 def test_plan_command_prints_jobs_costs_and_assumptions(

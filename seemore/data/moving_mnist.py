@@ -336,7 +336,9 @@ class MovingMNIST(Benchmark):
         # The training digits: scikit-learn's 1797 but the test share (embedded_digits), or
         # MNIST's 60000.
         digits = 1797 - round(1797 * EMBEDDED_TEST_DIGIT_FRACTION) if embedded else 60000
-        return clips * CLIP_LENGTH * config.image_size**2 + digits * DIGIT_SIZE**2
+        frame = config.image_size**2
+        val = config.val_count * config.clip_lengths["val"] * frame
+        return clips * CLIP_LENGTH * frame + val + digits * DIGIT_SIZE**2
 
     @classmethod
     def prepare(cls, config: DataConfig, raw_dir: Path, out_dir: Path) -> None:
