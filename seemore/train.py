@@ -211,7 +211,7 @@ def train_stage(
     masks = None
     if objective.forward_network.kind is BackboneKind.STEP_WISE:
         masks = MaskStream(
-            job.training.scheduled_sampling,
+            stage_config.scheduled_sampling,
             job.training.batch_size,
             geometry.input_frames,
             geometry.total_frames,

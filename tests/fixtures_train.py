@@ -23,12 +23,13 @@ def tiny_raw(embedded_raw: dict[str, Any], steps: tuple[int, int] = (3, 2)) -> d
         variants=["baseline", "seemore"],
         device="cpu",
     )
-    raw["data"] = {"moving_mnist": {**raw["data"]["moving_mnist"], "image_size": 16}}
-    raw["data"]["moving_mnist"]["test_clips"] = 4
-    raw["models"]["convlstm"].update(num_hidden=[4], patch_size=4)
-    raw["training"].update(batch_size=2)
-    raw["training"]["stage1"]["steps"] = steps[0]
-    raw["training"]["stage2"]["steps"] = steps[1]
+    for section in ("data", "models", "training"):
+        raw[section] = {"moving_mnist": raw[section]["moving_mnist"]}
+    raw["data"]["moving_mnist"].update(image_size=16, test_clips=4)
+    raw["models"]["moving_mnist"]["convlstm"].update(num_hidden=[4], patch_size=4)
+    training = raw["training"]["moving_mnist"]
+    training.update(batch_size=2)
+    training["stage1"]["steps"], training["stage2"]["steps"] = steps
     raw["method"]["lma"].update(cycle=3, meta_steps=1)
     return raw
 

@@ -41,9 +41,11 @@ class DataConfig(BaseModel):
 
     @property
     def clip_lengths(self) -> dict[str, int]:
-        """Frames per clip of each split: the inputs, then that split's horizon."""
+        """Frames per clip of each split: the inputs, then that split's horizon. Validation
+        scores the training horizon, which is what checkpoint selection compares."""
         return {
             "train": self.input_frames + self.output_frames,
+            "val": self.input_frames + self.output_frames,
             "test": self.input_frames + self.test_horizon,
         }
 
@@ -56,6 +58,10 @@ class Benchmark:
     channels: ClassVar[int]
     # A human label for reports, e.g. "Moving MNIST".
     title: ClassVar[str]
+    # One line for `seemore --help`: what the benchmark is.
+    description: ClassVar[str]
+    # dtype of the prepared splits (uint8, or float16 for TaxiBJ).
+    stored_dtype: ClassVar[str] = "uint8"
 
     @classmethod
     def stored_clip_length(cls, config: DataConfig) -> int:
@@ -89,6 +95,12 @@ class Benchmark:
         return problems
 
     @classmethod
+    def planned_bytes(cls, config: DataConfig) -> int | None:
+        """Bytes `prepare` will store for `config`, for `seemore plan`; None when only the raw
+        files decide (real recordings cut into windows)."""
+        return None
+
+    @classmethod
     def prepare(cls, config: DataConfig, raw_dir: Path, out_dir: Path) -> None:
         """Obtain the raw data for `config.source` (download into `raw_dir`, read
         `config.root`, or generate the stand-in) and write the prepared splits and meta.json
@@ -114,6 +126,14 @@ class Benchmark:
         """The fixed test clips `[N, T, C, H, W]`, memory-mapped, T = input + test horizon."""
         clips = open_split(prepared_dir, "test")
         return clips[:, : config.clip_lengths["test"]]
+
+    @classmethod
+    def val_clips(cls, config: DataConfig, prepared_dir: Path) -> np.ndarray:
+        """The fixed validation clips `[N, T, C, H, W]` (same dtype and layout as
+        `test_clips`), memory-mapped, T = input + training horizon. Drawn from training data
+        and disjoint from the test split: what checkpoints are chosen on."""
+        clips = open_split(prepared_dir, "val")
+        return clips[:, : config.clip_lengths["val"]]
 
 
 def to_unit_float(clips: np.ndarray) -> np.ndarray:
