@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import json
 import platform
 import shutil
@@ -58,37 +59,66 @@ def cmd_prepare(args: argparse.Namespace, params: Params) -> None:
     print(f"prepared {args.dataset} into {out_dir}")
 
 
-def _train_job(params: Params, run: pipeline.Run, stage: int) -> Any:
+def _train_job(
+    params: Params, dataset: str, backbone: str, variant: str, label: str, seed: int,
+    params_hash: str,
+) -> Any:
     from seemore.data import DATASETS
     from seemore.method.variants import VARIANTS
     from seemore.train import TrainJob, resolve_device
 
     return TrainJob(
-        benchmark=DATASETS.get(run.dataset),
-        data=params.data[run.dataset],
-        backbone_name=run.backbone,
-        backbone=params.models[run.backbone],
-        variant_name=run.variant,
-        variant=VARIANTS.get(run.variant),
+        benchmark=DATASETS.get(dataset),
+        data=params.data[dataset],
+        backbone_name=backbone,
+        backbone=params.models[backbone],
+        variant_name=label,
+        variant=VARIANTS.get(variant),
         training=params.training,
         method=params.method,
-        seed=run.seed,
-        params_hash=pipeline.stage_hash(params, run, stage),
+        seed=seed,
+        params_hash=params_hash,
         device=resolve_device(params.experiment.device),
     )
 
 
+def _stage_one_from(args: argparse.Namespace, params: Params) -> pipeline.StageOne:
+    if args.objective is None:
+        raise ConfigError("train --stage 1 needs --objective (plain or bidirectional)")
+    job = pipeline.StageOne(args.dataset, args.backbone, args.objective, args.seed)
+    if job not in pipeline.stage_ones(params):
+        raise ConfigError(
+            f"{args.params}: no variant of experiment.variants trains stage one {job}"
+        )
+    return job
+
+
 def cmd_train(args: argparse.Namespace, params: Params) -> None:
+    from seemore import devices
+
+    devices.claim_for_job(params, training=True, label=f"train stage {args.stage}")
+    _set_threads(args.threads)
     from seemore.train import train_stage
 
-    _set_threads(args.threads)
-    run = _run_from(args, params)
+    if args.stage == 1:
+        stage_one = _stage_one_from(args, params)
+        # The objective is built from the variant that trains it and nothing else.
+        variant, label = pipeline.objective_variant(stage_one.objective), stage_one.objective
+        out_dir, params_hash = stage_one.directory, pipeline.stage_one_hash(params, stage_one)
+    else:
+        if args.variant is None:
+            raise ConfigError("train --stage 2 needs --variant")
+        run = _run_from(args, params)
+        stage_one, variant, label = run.stage_one, run.variant, run.variant
+        out_dir, params_hash = run.directory, pipeline.stage_two_hash(params, run)
+    job = _train_job(params, args.dataset, args.backbone, variant, label, args.seed, params_hash)
     path = train_stage(
-        _train_job(params, run, args.stage),
+        job,
         args.stage,
-        pipeline.prepared_dir(run.dataset),
-        run.directory,
-        stage1_hash=pipeline.stage_hash(params, run, 1),
+        pipeline.prepared_dir(args.dataset),
+        out_dir,
+        stage1_hash=pipeline.stage_one_hash(params, stage_one),
+        stage1_path=stage_one.checkpoint,
         progress=not args.quiet,
     )
     print(f"wrote {path}")
@@ -127,6 +157,9 @@ def cmd_evaluate(args: argparse.Namespace, params: Params) -> None:
     from seemore.evaluate import evaluate, write_evaluation
     from seemore.train import load_inference_model, resolve_device
 
+    from seemore import devices
+
+    devices.claim_for_job(params, training=False, label="evaluate")
     _set_threads(args.threads)
     started = time.perf_counter()
     run = _run_from(args, params)
@@ -251,6 +284,14 @@ def cmd_use_preset(args: argparse.Namespace) -> None:
     print(f"{target} now holds the {args.name!r} preset ({source})")
 
 
+def cmd_dvc_yaml(args: argparse.Namespace) -> None:
+    text = pipeline.render_dvc_yaml(pipeline.load_plan(args.params))
+    temp = pipeline.DVC_YAML.with_name(f".{pipeline.DVC_YAML.name}.part")
+    temp.write_text(text)
+    temp.replace(pipeline.DVC_YAML)
+    print(f"wrote {pipeline.DVC_YAML}")
+
+
 def cmd_check(args: argparse.Namespace, params: Params) -> None:
     count = sum(1 for _ in pipeline.runs(params))
     print(f"{args.params}: valid; {count} runs")
@@ -264,9 +305,17 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = commands.add_parser("prepare", help="obtain and preprocess one dataset")
     prepare.add_argument("--dataset", required=True)
 
-    train = commands.add_parser("train", help="train one stage of one run")
-    _add_run_arguments(train)
+    train = commands.add_parser(
+        "train", help="train stage one of an objective, or stage two of one run"
+    )
+    train.add_argument("--dataset", required=True)
+    train.add_argument("--backbone", required=True)
+    train.add_argument("--seed", type=int, required=True)
     train.add_argument("--stage", type=int, choices=(1, 2), required=True)
+    train.add_argument(
+        "--objective", choices=pipeline.OBJECTIVES, help="stage one: the objective it trains"
+    )
+    train.add_argument("--variant", help="stage two: the variant")
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -289,13 +338,20 @@ def build_parser() -> argparse.ArgumentParser:
     preset.add_argument("name", help="embedded or paper")
 
     commands.add_parser("check", help="validate params.yaml")
+    commands.add_parser("dvc-yaml", help="write dvc.yaml from params.yaml")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "report":
+        if os.environ.get("DVC_STAGE"):
+            # Run by `dvc repro`: never beside snakemake, never from a stale dvc.yaml.
+            pipeline.refuse_if_snakemake_running()
+            pipeline.check_dvc_yaml(pipeline.load_plan(args.params))
+        if args.command == "dvc-yaml":
+            cmd_dvc_yaml(args)
+        elif args.command == "report":
             cmd_report(args)
         elif args.command == "info":
             cmd_info(args)
@@ -310,7 +366,14 @@ def main(argv: list[str] | None = None) -> int:
                 "check": cmd_check,
             }[args.command]
             handler(args, params)
-    except (ConfigError, DataError, FileNotFoundError, KeyError, ValueError) as error:
+    except (
+        ConfigError,
+        DataError,
+        FileNotFoundError,
+        KeyError,
+        ValueError,
+        pipeline.WorkspaceBusy,
+    ) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"seemore {args.command}: error: {message}", file=sys.stderr)
         return 2
