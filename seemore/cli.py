@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
 import json
-import platform
+import os
 import shutil
-import subprocess
 import sys
-import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -124,116 +119,64 @@ def cmd_train(args: argparse.Namespace, params: Params) -> None:
     print(f"wrote {path}")
 
 
-def git_revision() -> str:
-    try:
-        revision = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return revision + ("-dirty" if dirty else "")
-
-
-def library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for package in ("seemore", "torch", "torchvision", "numpy", "scikit-image", "lpips"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions
-
-
 def cmd_evaluate(args: argparse.Namespace, params: Params) -> None:
-    from seemore.backbones.profile import profile
-    from seemore.data import DATASETS
-    from seemore.data.base import read_meta
-    from seemore.evaluate import evaluate, write_evaluation
-    from seemore.train import load_inference_model, resolve_device
-
     from seemore import devices
 
+    # Before torch initialises CUDA: the job's own device.
     devices.claim_for_job(params, training=False, label="evaluate")
+    from seemore.data import DATASETS
+    from seemore.evaluate import EvaluationJob, RunIdentity, run_evaluation
+    from seemore.train import load_inference_model, resolve_device
+
     _set_threads(args.threads)
-    started = time.perf_counter()
     run = _run_from(args, params)
-    data_config = params.data[run.dataset]
-    benchmark = DATASETS.get(run.dataset)
-    prepared = pipeline.prepared_dir(run.dataset)
-    network, saved = load_inference_model(run.directory / "model.pt")
-    device = resolve_device(params.experiment.device)
-    evaluation = evaluate(
-        network.to(device),
-        benchmark.test_clips(data_config, prepared),
-        data_config.input_frames,
-        params.evaluation,
-        device,
+    model_path = run.directory / "model.pt"
+    network, saved = load_inference_model(model_path)
+    job = EvaluationJob(
+        identity=RunIdentity(
+            run.dataset, run.backbone, run.variant, run.seed, pipeline.stage_hash(params, run, 2)
+        ),
+        benchmark=DATASETS.get(run.dataset),
+        data=params.data[run.dataset],
+        evaluation=params.evaluation,
+        prepared_dir=pipeline.prepared_dir(run.dataset),
+        model_path=model_path,
+        out_dir=run.directory,
+        device=resolve_device(params.experiment.device),
+        preset=params.experiment.preset,
+        recipe=None,
+        selected_checkpoint=None,
+        evaluation_hash=pipeline.keys_hash(params, pipeline.EVALUATE_KEYS, dataset=run.dataset),
     )
-    meta = read_meta(prepared)
-    stats = saved["stats"]
-    parameters, flops = profile(type(network), network.config, network.geometry)
-    training_seconds = sum(stage["seconds"] for stage in stats.values())
-    header = {
-        "dataset": run.dataset,
-        "dataset_title": benchmark.title,
-        "backbone": run.backbone,
-        "variant": run.variant,
-        "seed": run.seed,
-        "preset": params.experiment.preset,
-        "data": {key: meta[key] for key in ("source", "stand_in", "description")},
-        "horizon": {
-            "input_frames": data_config.input_frames,
-            "output_frames": data_config.test_horizon,
-        },
-        "provenance": {
-            "params_hash": pipeline.stage_hash(params, run, 2),
-            "evaluation_hash": pipeline.keys_hash(
-                params, pipeline.EVALUATE_KEYS, dataset=run.dataset
-            ),
-            "seed": run.seed,
-            "git_revision": git_revision(),
-            "versions": library_versions(),
-            "device": _device_label(device),
-            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "wall_time_s": {
-                "training": training_seconds,
-                "evaluation": time.perf_counter() - started,
-            },
-        },
-        "cost": {
-            "parameters": parameters,
-            "flops": flops,
-            "train_seconds_per_step": {
-                name: stage["seconds_per_step"] for name, stage in stats.items()
-            },
-            "passes": {
-                name: {k: v for k, v in stage.items() if k.endswith("passes")}
-                for name, stage in stats.items()
-            },
-        },
-    }
-    write_evaluation(evaluation, run.directory, header)
-    print(f"wrote {run.directory / 'metrics.json'}")
+    print(f"wrote {run_evaluation(job, network, saved)}")
 
 
-def _device_label(device: Any) -> str:
-    import torch
+def cmd_fetch_weights(args: argparse.Namespace) -> None:
+    from seemore.metrics import (
+        ALEXNET_SHA256_PREFIX,
+        ALEXNET_URL,
+        FETCH_TIMEOUT_S,
+        MetricUnavailable,
+        alexnet_weights_path,
+        fetch_weights,
+    )
 
-    if device.type == "cuda":
-        return f"cuda: {torch.cuda.get_device_name(device)}"
-    return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    try:
+        path = fetch_weights(
+            args.url or ALEXNET_URL, alexnet_weights_path(), ALEXNET_SHA256_PREFIX, FETCH_TIMEOUT_S
+        )
+    except MetricUnavailable as error:
+        if not args.allow_offline:
+            raise DataError(str(error)) from None
+        print(f"seemore fetch-weights: warning: {error}; LPIPS will be unavailable")
+        return
+    print(f"verified {path}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
     from seemore.report import render_report
 
-    render_report(Path(args.results), Path(args.out))
+    render_report(Path(args.results), Path(args.out), Path(args.latency_benchmark))
     print(f"wrote {Path(args.out) / 'ablation.html'}")
 
 
@@ -326,6 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="render reports/ablation.html and .csv")
     report.add_argument("--results", default=str(pipeline.RESULTS_ROOT))
     report.add_argument("--out", default=str(pipeline.REPORTS_ROOT))
+    report.add_argument(
+        "--latency-benchmark",
+        default="benchmarks/inference_latency.json",
+        help="controlled inference measurement cited for latency parity (if the file exists)",
+    )
 
     info = commands.add_parser("info", help="a backbone's parameter count and FLOPs")
     info.add_argument("--backbone", required=True)
@@ -339,6 +287,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("check", help="validate params.yaml")
     commands.add_parser("dvc-yaml", help="write dvc.yaml from params.yaml")
+
+    fetch = commands.add_parser(
+        "fetch-weights",
+        help="download torchvision's AlexNet weights for LPIPS into the torch hub cache",
+    )
+    fetch.add_argument("--url", help="where to download from (default: torchvision's URL)")
+    fetch.add_argument(
+        "--allow-offline",
+        action="store_true",
+        help="on failure warn and exit 0 (evaluation then records LPIPS as unavailable)",
+    )
     return parser
 
 
@@ -357,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd_info(args)
         elif args.command == "use-preset":
             cmd_use_preset(args)
+        elif args.command == "fetch-weights":
+            cmd_fetch_weights(args)
         else:
             params = load_params(args.params)
             handler = {

@@ -21,7 +21,13 @@ BENCHMARK = DATASETS.get("human36m")
 RAW_SHAPE = (24, 32)
 SIZE = 16
 # One colour per subject, so every stored window tells which subject it came from.
-COLOURS = {"S1": (200, 30, 30), "S5": (30, 200, 30), "S9": (30, 30, 200), "S11": (200, 200, 30)}
+COLOURS = {
+    "S1": (200, 30, 30),
+    "S5": (30, 200, 30),
+    "S8": (30, 200, 200),
+    "S9": (30, 30, 200),
+    "S11": (200, 200, 30),
+}
 
 
 def config(**changes: object) -> h36m.Human36MConfig:
@@ -31,6 +37,7 @@ def config(**changes: object) -> h36m.Human36MConfig:
         "input_frames": 2,
         "output_frames": 2,
         "train_subjects": ["S1", "S5"],
+        "val_subjects": ["S8"],
         "test_subjects": ["S9", "S11"],
         "frame_step": 2,
     }
@@ -59,13 +66,16 @@ def subject_of(window: np.ndarray) -> str:
 
 
 def test_official_videos_are_split_by_subject(tmp_path: Path) -> None:
-    write_official_videos(tmp_path / "h36m", {"S1": 12, "S5": 9, "S9": 8, "S11": 10})
-    BENCHMARK.prepare(config(root=str(tmp_path / "h36m")), tmp_path / "raw", tmp_path / "out")
+    write_official_videos(tmp_path / "h36m", {"S1": 12, "S5": 9, "S8": 16, "S9": 8, "S11": 10})
+    section = config(root=str(tmp_path / "h36m"))
+    BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
     train, test = load_split(tmp_path / "out", "train"), load_split(tmp_path / "out", "test")
     assert train.shape[1:] == (4, 3, SIZE, SIZE) and train.dtype == np.uint8
-    # One frame kept in 2: 6, 5, 4, 5 kept frames; non-overlapping windows of 4.
+    # One frame kept in 2: 6, 5, 8, 4, 5 kept frames; non-overlapping windows of 4.
     assert [subject_of(w) for w in train] == ["S1", "S5"]
     assert [subject_of(w) for w in test] == ["S9", "S11"]
+    val = BENCHMARK.val_clips(section, tmp_path / "out")
+    assert [subject_of(w) for w in val] == ["S8", "S8"] and val.dtype == test.dtype
     # RGB order is kept, and the frames of a window are 2 source frames (8 levels) apart.
     np.testing.assert_allclose(train[0, 0, :, 4, 4], COLOURS["S1"], atol=3)
     np.testing.assert_allclose(np.diff(train[0, :, 0, 4, 4].astype(int)), 8, atol=2)
@@ -74,9 +84,12 @@ def test_official_videos_are_split_by_subject(tmp_path: Path) -> None:
     assert meta["counts"] == {
         "train_clips": 2,
         "train_recordings": 2,
+        "val_clips": 2,
+        "val_recordings": 1,
         "test_clips": 2,
         "test_recordings": 2,
     }
+    assert meta["val_rule"] == "subjects ['S8'] held out of the training subjects"
 
 
 def write_openstl_frames(root: Path, subject: str, numbers: list[int]) -> None:
@@ -91,6 +104,7 @@ def test_openstl_frames_keep_one_in_frame_step_and_windows_skip_gaps(tmp_path: P
     write_openstl_frames(root, "S1", [n for n in range(1, 20) if n != 11])
     # S9 extracted every 2nd frame already (numbers keep the video's frame index).
     write_openstl_frames(root, "S9", list(range(1, 17, 2)))
+    write_openstl_frames(root, "S8", list(range(1, 9)))
     section = config(root=str(root), train_subjects=["S1"], test_subjects=["S9"])
     BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
     train, test = load_split(tmp_path / "out", "train"), load_split(tmp_path / "out", "test")
@@ -104,8 +118,8 @@ def test_openstl_frames_keep_one_in_frame_step_and_windows_skip_gaps(tmp_path: P
 @pytest.mark.parametrize(
     ("present", "message"),
     [
-        ({"S1": 8, "S5": 8}, r"Missing: S9, S11 \(found only \['S1', 'S5'\]\)"),
-        ({}, r"Missing: S1, S5, S9, S11 \(found none\)"),
+        ({"S1": 8, "S5": 8}, r"Missing: S8, S9, S11 \(found only \['S1', 'S5'\]\)"),
+        ({}, r"Missing: S1, S5, S8, S9, S11 \(found none\)"),
     ],
 )
 def test_missing_subjects_give_one_message_saying_what_to_put_where(
@@ -120,7 +134,7 @@ def test_missing_subjects_give_one_message_saying_what_to_put_where(
     assert "licensed" in text and "vision.imar.ro/human3.6m" in text
     assert f"{root}/S1/Videos/Directions 1.54138969.mp4" in text
     assert f"{root}/images/S1_Directions_1.54138969_000001.jpg" in text
-    assert "Subjects needed: S1, S5, S9, S11" in text
+    assert "Subjects needed: S1, S5, S8, S9, S11" in text
     assert not (tmp_path / "out" / "train.npy").exists()
 
 
@@ -133,9 +147,10 @@ def test_a_missing_root_gives_the_same_message(tmp_path: Path) -> None:
     ("changes", "problem"),
     [
         (
-            {"test_subjects": ["S8", "S9"], "train_subjects": ["S1", "S8"]},
-            r"share subjects \['S8'\]",
+            {"test_subjects": ["S7", "S9"], "train_subjects": ["S1", "S7"]},
+            r"train_subjects and test_subjects share subjects \['S7'\]",
         ),
+        ({"val_subjects": ["S9"]}, r"val_subjects and test_subjects share subjects \['S9'\]"),
         ({"train_subjects": ["s1"]}, "not like 'S1'"),
         ({"source": "download"}, "licensed"),
         ({"test_clips": 4}, "'embedded' only"),
@@ -146,9 +161,10 @@ def test_check_refuses(changes: dict[str, object], problem: str) -> None:
     assert any(re.search(problem, p) for p in BENCHMARK.check(section))
 
 
-def test_default_split_is_the_published_one() -> None:
+def test_default_split_holds_s8_out_of_the_published_training_subjects() -> None:
     section = h36m.Human36MConfig(image_size=128, input_frames=4, output_frames=4)
-    assert section.train_subjects == ["S1", "S5", "S6", "S7", "S8"]
+    assert section.train_subjects == ["S1", "S5", "S6", "S7"]
+    assert section.val_subjects == ["S8"]
     assert section.test_subjects == ["S9", "S11"]
     assert section.frame_step == 5
 
@@ -168,7 +184,7 @@ def test_params_with_a_human36m_section_validate(embedded_raw: dict) -> None:
 
 
 def embedded(**changes: object) -> h36m.Human36MConfig:
-    values = {"source": "embedded", "train_clips": 5, "test_clips": 2}
+    values = {"source": "embedded", "train_clips": 5, "val_clips": 3, "test_clips": 2}
     return config(**{**values, **changes})
 
 
@@ -176,6 +192,7 @@ def test_embedded_stand_in_has_the_benchmark_geometry(tmp_path: Path) -> None:
     BENCHMARK.prepare(embedded(), tmp_path / "raw", tmp_path / "out")
     train, test = load_split(tmp_path / "out", "train"), load_split(tmp_path / "out", "test")
     assert train.shape == (5, 4, 3, SIZE, SIZE) and test.shape == (2, 4, 3, SIZE, SIZE)
+    assert load_split(tmp_path / "out", "val").shape == (3, 4, 3, SIZE, SIZE)
     # Colour and motion: the channels differ, and consecutive frames change.
     assert np.abs(train[:, :, 0].astype(int) - train[:, :, 2]).mean() > 1
     assert np.abs(np.diff(train.astype(int), axis=1)).mean() > 0.5

@@ -33,22 +33,36 @@ def config(**changes: object) -> kth_module.KTHConfig:
         "output_frames": 3,
         "output_frames_test": 4,
         "train_persons": [1, 2],
+        "val_persons": [3],
         "test_persons": [17],
     }
     return kth_module.KTHConfig(**{**values, **changes})
 
 
-# A distinct gray level per recording, 60 apart (a 13-frame ramp rises 36), so a window's
+# A distinct gray level per recording, 45 apart (a 13-frame ramp rises 36), so a window's
 # values tell which recording and which frames it came from.
-BASES = {(1, "boxing"): 10, (2, "jogging"): 70, (17, "boxing"): 130, (17, "jogging"): 190}
-VIDEO_LENGTHS = {(1, "boxing"): 12, (2, "jogging"): 11, (17, "boxing"): 13, (17, "jogging"): 6}
+BASES = {
+    (1, "boxing"): 10,
+    (2, "jogging"): 55,
+    (3, "jogging"): 100,
+    (17, "boxing"): 145,
+    (17, "jogging"): 190,
+}
+VIDEO_LENGTHS = {
+    (1, "boxing"): 12,
+    (2, "jogging"): 11,
+    (3, "jogging"): 9,
+    (17, "boxing"): 13,
+    (17, "jogging"): 6,
+}
 
 
 def write_kth_videos(root: Path, lengths: dict[tuple[int, str], int]) -> None:
     """`root/<action>/personXX_<action>_d1_uncomp.avi` of `lengths[(person, action)]` frames;
     frame i of a recording has the gray level base + 3 i."""
     for (person, action), count in lengths.items():
-        frames = ramp_frames(count, BASES[(person, action)], STEP, RAW_SHAPE)
+        # Recordings no test decodes with `origin` start from black.
+        frames = ramp_frames(count, BASES.get((person, action), 0), STEP, RAW_SHAPE)
         write_video(root / action / f"person{person:02d}_{action}_d1_uncomp.avi", frames)
 
 
@@ -84,14 +98,20 @@ def test_local_avis_become_windows_of_one_recording_each(tmp_path: Path) -> None
         ((17, "boxing"), 6),
         ((17, "jogging"), 0),
     ]
+    # The held-out person 3 is the validation split, at the training horizon.
+    val = BENCHMARK.val_clips(section, tmp_path / "out")
+    assert val.shape[1:] == (5, 1, SIZE, SIZE) and val.dtype == test.dtype
+    assert [origin(window) for window in val] == [((3, "jogging"), 0), ((3, "jogging"), 3)]
     meta = load_meta(tmp_path / "out")
     assert meta["stand_in"] is False and meta["source"] == "local"
-    assert meta["persons_present"] == {"train": [1, 2], "test": [17]}
+    assert meta["persons_present"] == {"train": [1, 2], "val": [3], "test": [17]}
     assert meta["counts"]["train_clips"] == len(train)
+    assert meta["counts"]["val_clips"] == 2
+    assert meta["val_rule"] == "persons [3] held out of the training persons"
 
 
 def test_clip_stride_overrides_the_reference_windowing(tmp_path: Path) -> None:
-    write_kth_videos(tmp_path / "kth", {(1, "boxing"): 12, (17, "boxing"): 8})
+    write_kth_videos(tmp_path / "kth", {(1, "boxing"): 12, (3, "boxing"): 8, (17, "boxing"): 8})
     section = config(root=str(tmp_path / "kth"), actions=["boxing"], clip_stride=2)
     BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
     assert len(load_split(tmp_path / "out", "train")) == count_windows(12, 5, 2)
@@ -111,8 +131,13 @@ def test_image_folders_are_read_and_a_numbering_gap_splits_the_windows(tmp_path:
         test_frames,
         [f"image_{n:04d}.jpg" for n in range(1, 7)],
     )
-    section = config(root=str(root), actions=["boxing"], train_persons=[3], test_persons=[20])
+    names = [f"image_{n:04d}.png" for n in range(1, 6)]
+    write_images(root / "boxing" / "person04_boxing_d1_uncomp", test_frames[:5], names)
+    section = config(
+        root=str(root), actions=["boxing"], train_persons=[3], val_persons=[4], test_persons=[20]
+    )
     BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
+    assert load_split(tmp_path / "out", "val").shape == (1, 5, 1, SIZE, SIZE)
     train = load_split(tmp_path / "out", "train")
     # Runs of 7 frames each side of the gap: one 5-frame window per run, none across the gap.
     assert len(train) == 2
@@ -124,7 +149,7 @@ def test_image_folders_are_read_and_a_numbering_gap_splits_the_windows(tmp_path:
 
 
 def test_a_recording_shorter_than_a_window_gives_no_window(tmp_path: Path) -> None:
-    write_kth_videos(tmp_path / "kth", {(1, "boxing"): 12, (17, "boxing"): 3})
+    write_kth_videos(tmp_path / "kth", {(1, "boxing"): 12, (3, "boxing"): 8, (17, "boxing"): 3})
     section = config(root=str(tmp_path / "kth"), actions=["boxing"])
     with pytest.raises(DataError, match=r"test split: no recording of persons \[17\] is 6"):
         BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
@@ -133,7 +158,7 @@ def test_a_recording_shorter_than_a_window_gives_no_window(tmp_path: Path) -> No
 
 
 def test_a_missing_action_names_the_expected_layout(tmp_path: Path) -> None:
-    write_kth_videos(tmp_path / "kth", {(1, "boxing"): 12, (17, "boxing"): 12})
+    write_kth_videos(tmp_path / "kth", {(1, "boxing"): 12, (3, "boxing"): 12, (17, "boxing"): 12})
     section = config(root=str(tmp_path / "kth"), actions=["boxing", "walking"])
     with pytest.raises(DataError, match=r"no recordings of \['walking'\]; expected under"):
         BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
@@ -146,7 +171,8 @@ def test_a_missing_root_is_refused(tmp_path: Path) -> None:
 
 def serve_zips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sha1: str | None = None) -> None:
     """The boxing zip as KTH ships it (AVIs at the top level), served via file://."""
-    write_kth_videos(tmp_path / "videos", {(1, "boxing"): 12, (17, "boxing"): 12})
+    lengths = {(1, "boxing"): 12, (3, "boxing"): 12, (17, "boxing"): 12}
+    write_kth_videos(tmp_path / "videos", lengths)
     avis = {p.name: p for p in (tmp_path / "videos" / "boxing").iterdir()}
     archive = tmp_path / "server" / "boxing.zip"
     archive.parent.mkdir()
@@ -195,6 +221,8 @@ def test_real_zips_are_pinned_to_vipys_sha1() -> None:
     ("changes", "problem"),
     [
         ({"train_persons": [1, 17], "test_persons": [17, 18]}, r"share persons \[17\]"),
+        ({"val_persons": [17]}, r"val_persons and test_persons share persons \[17\]"),
+        ({"val_persons": [1]}, r"train_persons and val_persons share persons \[1\]"),
         ({"test_persons": [26]}, "persons 1-25"),
         ({"train_persons": [1, 1]}, "twice"),
         ({"train_clips": 10}, "'embedded' only"),
@@ -227,7 +255,13 @@ def test_params_with_a_kth_section_validate(embedded_raw: dict) -> None:
 
 
 def embedded(**changes: object) -> kth_module.KTHConfig:
-    values = {"source": "embedded", "image_size": 32, "train_clips": 6, "test_clips": 3}
+    values = {
+        "source": "embedded",
+        "image_size": 32,
+        "train_clips": 6,
+        "val_clips": 2,
+        "test_clips": 3,
+    }
     return config(**{**values, **changes})
 
 
@@ -236,12 +270,15 @@ def test_embedded_stand_in_has_the_benchmark_geometry(tmp_path: Path) -> None:
     train, test = load_split(tmp_path / "out", "train"), load_split(tmp_path / "out", "test")
     assert train.shape == (6, 5, 1, 32, 32) and test.shape == (3, 6, 1, 32, 32)
     assert BENCHMARK.test_clips(embedded(), tmp_path / "out").shape == (3, 6, 1, 32, 32)
+    val = BENCHMARK.val_clips(embedded(), tmp_path / "out")
+    assert val.shape == (2, 5, 1, 32, 32) and val.dtype == np.uint8
     # Something moves: consecutive frames differ, and the figure stands out of the backdrop.
     assert np.abs(np.diff(train.astype(int), axis=1)).mean() > 0.1
     assert train.std() > 10
     meta = load_meta(tmp_path / "out")
     assert meta["stand_in"] is True and "NOT the real KTH" in meta["description"]
-    assert meta["counts"] == {"train_clips": 6, "test_clips": 3}
+    assert meta["counts"] == {"train_clips": 6, "val_clips": 2, "test_clips": 3}
+    assert meta["val_rule"] == "persons [3] held out of the training persons"
 
 
 def test_embedded_stand_in_is_fixed_by_data_seed(tmp_path: Path) -> None:

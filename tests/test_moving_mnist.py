@@ -24,7 +24,7 @@ from seemore.data import moving_mnist as mm
 from seemore.data.download import DataError, RemoteFile, sha256_file
 
 BENCHMARK = DATASETS.get("moving_mnist")
-PREPARED = ("digits.npy", "test.npy", "meta.json")
+PREPARED = ("digits.npy", "val.npy", "test.npy", "meta.json")
 
 
 def config(**changes: object) -> mm.MovingMNISTConfig:
@@ -146,8 +146,26 @@ def test_embedded_prepare_writes_a_labelled_stand_in(tmp_path: Path) -> None:
     assert test.max() > 200 and (test > 0).mean() > 0.05
     assert meta["source"] == "embedded" and meta["stand_in"] is True
     assert "NOT the real" in meta["description"]
-    assert meta["counts"] == {"train_digits": len(digits), "test_clips": 6}
+    assert meta["counts"] == {"train_digits": len(digits), "val_clips": 16, "test_clips": 6}
     assert not (tmp_path / "raw").exists(), "the stand-in needs no raw files"
+
+
+def test_val_clips_are_generated_once_from_the_training_digits(tmp_path: Path) -> None:
+    section = config(input_frames=10, output_frames=5, val_clips=3, data_seed=4)
+    BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
+    val = BENCHMARK.val_clips(section, tmp_path / "out")
+    test = BENCHMARK.test_clips(section, tmp_path / "out")
+    # The training horizon, in the test split's dtype and layout.
+    assert val.shape == (3, 15, 1, 64, 64) and val.dtype == test.dtype
+    # Its own random stream of data_seed, over the training digits (disjoint from the
+    # embedded test digits).
+    digits = np.load(tmp_path / "out" / "digits.npy")
+    expected = mm.generate_clips(digits, 3, 15, 64, np.random.default_rng([4, mm.VAL_STREAM]))
+    np.testing.assert_array_equal(val, expected)
+    # Training draws from another stream: its first batch is not the validation clips.
+    stream = BENCHMARK.train_batches(section, tmp_path / "out", 3, np.random.default_rng(4))
+    assert not np.array_equal(next(stream), val)
+    assert "generated once from the training digits" in load_meta(tmp_path / "out")["val_rule"]
 
 
 def test_embedded_digit_sets_are_disjoint_and_mnist_shaped() -> None:
@@ -182,7 +200,7 @@ def test_train_batches_are_generated_from_the_prepared_digits(tmp_path: Path) ->
 def test_local_prepare_reads_the_real_formats(tmp_path: Path) -> None:
     digits, sequences = tiny_digits(5), tiny_sequences(3)
     write_raw_files(tmp_path / "files", digits, sequences)
-    section = config(source="local", root=str(tmp_path / "files"), test_clips=2)
+    section = config(source="local", root=str(tmp_path / "files"), test_clips=2, val_clips=2)
     BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
     np.testing.assert_array_equal(np.load(tmp_path / "out" / "digits.npy"), digits)
     test = BENCHMARK.test_clips(section, tmp_path / "out")
@@ -191,14 +209,14 @@ def test_local_prepare_reads_the_real_formats(tmp_path: Path) -> None:
     np.testing.assert_array_equal(test[1, 7, 0], sequences[7, 1])
     meta = load_meta(tmp_path / "out")
     assert meta["source"] == "local" and meta["stand_in"] is False
-    assert meta["counts"] == {"train_digits": 5, "test_clips": 2}
+    assert meta["counts"] == {"train_digits": 5, "val_clips": 2, "test_clips": 2}
     batch = next(BENCHMARK.train_batches(section, tmp_path / "out", 2, np.random.default_rng(0)))
     assert batch.shape == (2, 20, 1, 64, 64)
 
 
 def test_local_prepare_keeps_all_clips_when_test_clips_is_unset(tmp_path: Path) -> None:
     write_raw_files(tmp_path / "files", tiny_digits(2), tiny_sequences(3))
-    section = config(source="local", root=str(tmp_path / "files"), test_clips=None)
+    section = config(source="local", root=str(tmp_path / "files"), test_clips=None, val_clips=1)
     BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
     assert np.load(tmp_path / "out" / "test.npy").shape == (3, 20, 1, 64, 64)
 
@@ -233,7 +251,7 @@ def test_download_prepare_fetches_verifies_and_prepares(
     digits, sequences = tiny_digits(4), tiny_sequences(3)
     write_raw_files(tmp_path / "server", digits, sequences)
     point_downloads_at(monkeypatch, tmp_path / "server")
-    section = config(source="download", test_clips=None)
+    section = config(source="download", test_clips=None, val_clips=1)
     BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == sorted(
         [IDX_NAME, SEQUENCES_NAME]

@@ -34,7 +34,7 @@ def config(**changes: object) -> taxibj_module.TaxiBJConfig:
 # --- dataset.npz ---------------------------------------------------------------------------
 
 
-def npz_arrays(train: int = 5, test: int = 3, frames: int = 4) -> dict[str, np.ndarray]:
+def npz_arrays(train: int = 10, test: int = 3, frames: int = 4) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     arrays = {}
     for split, count in (("train", train), ("test", test)):
@@ -46,13 +46,21 @@ def npz_arrays(train: int = 5, test: int = 3, frames: int = 4) -> dict[str, np.n
 
 
 def test_npz_clips_are_inputs_then_outputs_mapped_to_unit_range(tmp_path: Path) -> None:
-    arrays = npz_arrays()
+    arrays = npz_arrays(train=12)
     np.savez_compressed(tmp_path / "dataset.npz", **arrays)
     BENCHMARK.prepare(config(root=str(tmp_path)), tmp_path / "raw", tmp_path / "out")
-    for split in ("train", "test"):
+    # val_fraction 0.1 of 12 clips: the last ceil(1.2) = 2 validate; the 8 - 1 = 7 before
+    # them share slots with them if the rows are consecutive windows, so they are dropped.
+    rows = {
+        "train": ("train", slice(0, 3)),
+        "val": ("train", slice(10, 12)),
+        "test": ("test", slice(None)),
+    }
+    for split, (source, chosen) in rows.items():
         stored = load_split(tmp_path / "out", split)
         assert stored.dtype == np.float16 and stored.shape[1:] == (8, *FRAME)
-        expected = np.concatenate([arrays[f"X_{split}"], arrays[f"Y_{split}"]], axis=1)
+        both = np.concatenate([arrays[f"X_{source}"], arrays[f"Y_{source}"]], axis=1)
+        expected = both[chosen]
         np.testing.assert_allclose(stored, (expected + 1) / 2, atol=1e-3)
         # The documented inverse gives the file's [-1, 1] values back.
         np.testing.assert_allclose(2 * stored.astype(np.float32) - 1, expected, atol=2e-3)
@@ -60,7 +68,8 @@ def test_npz_clips_are_inputs_then_outputs_mapped_to_unit_range(tmp_path: Path) 
     assert float(train.min()) == 0.0 and float(train.max()) == 1.0
     meta = load_meta(tmp_path / "out")
     assert meta["layout"] == "dataset.npz" and meta["stand_in"] is False
-    assert meta["counts"] == {"train_clips": 5, "test_clips": 3}
+    assert meta["counts"] == {"train_clips": 3, "val_clips": 2, "test_clips": 3}
+    assert meta["val_rule"].startswith("the last 2 clips of X_/Y_train (0.1 of them)")
     assert meta["normalisation"]["inverse"].startswith("v = 2 x - 1")
 
 
@@ -70,11 +79,11 @@ def test_npz_clips_are_inputs_then_outputs_mapped_to_unit_range(tmp_path: Path) 
         (lambda a: a.pop("Y_test"), r"has no array 'Y_test'; it holds \['X_test', 'X_train'"),
         (
             lambda a: a.update(X_train=a["X_train"].transpose(0, 1, 3, 4, 2)),
-            r"X_train has shape \(5, 4, 32, 32, 2\), expected \(clips, 4, 2, 32, 32\)",
+            r"X_train has shape \(10, 4, 32, 32, 2\), expected \(clips, 4, 2, 32, 32\)",
         ),
         (
             lambda a: a.update(Y_train=a["Y_train"][:, :3]),
-            r"Y_train has shape \(5, 3, 2, 32, 32\).*as output_frames says",
+            r"Y_train has shape \(10, 3, 2, 32, 32\).*as output_frames says",
         ),
         (lambda a: a.update(Y_test=a["Y_test"][:2]), "X_test has 3 clips but Y_test has 2"),
         (lambda a: a.update(X_test=a["X_test"] * 600), r"X_test holds values in .* \[-1, 1\]"),
@@ -93,10 +102,16 @@ def test_npz_refuses_wrong_keys_shapes_and_values(
     assert not (tmp_path / "out" / "meta.json").exists()
 
 
+def test_npz_with_too_few_train_clips_for_validation_is_refused(tmp_path: Path) -> None:
+    np.savez(tmp_path / "dataset.npz", **npz_arrays(train=8))
+    with pytest.raises(DataError, match=r"X_train: 8 clips leave none for training"):
+        BENCHMARK.prepare(config(root=str(tmp_path)), tmp_path / "raw", tmp_path / "out")
+
+
 def test_download_fetches_openstls_archive_and_pins_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    np.savez(tmp_path / "dataset.npz", **npz_arrays())
+    np.savez(tmp_path / "dataset.npz", **npz_arrays(train=10))
     archive = tmp_path / "server" / "taxibj_dataset.zip"
     archive.parent.mkdir()
     write_zip(archive, {"dataset.npz": tmp_path / "dataset.npz"})
@@ -143,7 +158,8 @@ def test_hdf5_years_split_by_last_days_and_scale_by_train_min_max(tmp_path: Path
     BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
     meta = load_meta(tmp_path / "out")
     scale = meta["normalisation"]
-    # Train days: 2013-07-01, 2013-07-02, 2014-03-01; their min is the zeroed negative.
+    # Training days 2013-07-01, 2013-07-02, 2014-03-01; the last ceil(0.1 * 3) = 1 of them
+    # validates. The train min is the zeroed negative.
     assert (scale["min"], scale["max"]) == (0.0, 100 * 2 + 2 * 48)
     assert meta["counts"]["complete_days"] == 4 and "from 2014-03-03" in meta["split_rule"]
 
@@ -155,10 +171,13 @@ def test_hdf5_years_split_by_last_days_and_scale_by_train_min_max(tmp_path: Path
     def windows(run: list[float]) -> list[list[float]]:
         return [run[start : start + 8] for start in range(0, len(run) - 7, 5)]
 
-    # Runs of consecutive slots: 1-2 July (3 July lacks a slot, so it is dropped), 1 March.
+    # Runs of consecutive slots: 1-2 July (3 July lacks a slot, so it is dropped); 1 March
+    # is the validation day.
     july = [100 * day + 2 * slot for day in (1, 2) for slot in range(1, 49)]
     march = [100 + 2 * slot for slot in range(1, 49)]
-    np.testing.assert_allclose(decoded("train"), windows(july) + windows(march), atol=0.3)
+    np.testing.assert_allclose(decoded("train"), windows(july), atol=0.3)
+    np.testing.assert_allclose(decoded("val"), windows(march), atol=0.3)
+    assert meta["val_rule"].startswith("the last 1 complete training days before the test")
     # The test day: 3 March. Its flows exceed the train max, so they are stored as 1.
     test_day = [min(300 + 2 * slot, scale["max"]) for slot in range(1, 49)]
     np.testing.assert_allclose(decoded("test"), windows(test_day), atol=0.3)
@@ -200,7 +219,7 @@ def test_a_root_without_either_layout_says_what_it_expects(tmp_path: Path) -> No
     [
         ({"image_size": 64}, "grid is 32x32"),
         ({"train_clips": 8}, "'embedded' only"),
-        ({"source": "embedded", "train_clips": 5000}, "hold 1001 distinct clips"),
+        ({"source": "embedded", "train_clips": 5000}, "19 train days hold 905 distinct clips"),
     ],
 )
 def test_check_refuses(changes: dict[str, object], problem: str) -> None:
@@ -212,10 +231,12 @@ def test_check_refuses(changes: dict[str, object], problem: str) -> None:
 
 
 def test_embedded_stand_in_has_daily_rhythm_and_the_benchmark_geometry(tmp_path: Path) -> None:
-    section = config(source="embedded", train_clips=40, test_clips=6)
+    section = config(source="embedded", train_clips=40, val_clips=5, test_clips=6)
     BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
     train, test = load_split(tmp_path / "out", "train"), load_split(tmp_path / "out", "test")
     assert train.shape == (40, 8, *FRAME) and test.shape == (6, 8, *FRAME)
+    val = BENCHMARK.val_clips(section, tmp_path / "out")
+    assert val.shape == (5, 8, *FRAME) and val.dtype == test.dtype
     assert train.dtype == np.float16 and float(train.min()) >= 0 and float(train.max()) <= 1
     meta = load_meta(tmp_path / "out")
     assert meta["stand_in"] is True and "NOT the real TaxiBJ" in meta["description"]

@@ -41,9 +41,11 @@ class DataConfig(BaseModel):
 
     @property
     def clip_lengths(self) -> dict[str, int]:
-        """Frames per clip of each split: the inputs, then that split's horizon."""
+        """Frames per clip of each split: the inputs, then that split's horizon. Validation
+        scores the training horizon, which is what checkpoint selection compares."""
         return {
             "train": self.input_frames + self.output_frames,
+            "val": self.input_frames + self.output_frames,
             "test": self.input_frames + self.test_horizon,
         }
 
@@ -114,6 +116,14 @@ class Benchmark:
         """The fixed test clips `[N, T, C, H, W]`, memory-mapped, T = input + test horizon."""
         clips = open_split(prepared_dir, "test")
         return clips[:, : config.clip_lengths["test"]]
+
+    @classmethod
+    def val_clips(cls, config: DataConfig, prepared_dir: Path) -> np.ndarray:
+        """The fixed validation clips `[N, T, C, H, W]` (same dtype and layout as
+        `test_clips`), memory-mapped, T = input + training horizon. Drawn from training data
+        and disjoint from the test split: what checkpoints are chosen on."""
+        clips = open_split(prepared_dir, "val")
+        return clips[:, : config.clip_lengths["val"]]
 
 
 def to_unit_float(clips: np.ndarray) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Human3.6M (DESIGN.md §3): RGB video of people acting in a lab, resized to image_size (256,
 or the lighter 128), 4 -> 4, one frame kept every `frame_step` (5, as OpenSTL: 50 fps -> 10).
 
-Split by subject: train S1, S5, S6, S7, S8; test S9, S11 (configurable, never overlapping).
+Split by subject: train S1, S5, S6, S7, validation S8 (held out of the usual training
+subjects S1, S5-S8), test S9, S11 (configurable, never overlapping).
 Windows are cut from one recording (subject, action, camera) at a time and never cross it nor
 a gap in its frame numbering; one window starts every `clip_stride` kept frames (default:
 the window length, so windows do not overlap).
@@ -39,6 +40,7 @@ from seemore.data.video import (
     sliding_windows,
 )
 from seemore.data.windowed import (
+    SPLIT_STREAMS,
     WindowedBenchmark,
     WindowedConfig,
     listed_twice,
@@ -67,8 +69,10 @@ Subjects needed: {needed}. {problem}"""
 
 class Human36MConfig(WindowedConfig):
     train_subjects: list[str] = Field(
-        default_factory=lambda: ["S1", "S5", "S6", "S7", "S8"], min_length=1
+        default_factory=lambda: ["S1", "S5", "S6", "S7"], min_length=1
     )
+    # Held out of the usual training subjects, so nothing is chosen on test.
+    val_subjects: list[str] = Field(default_factory=lambda: ["S8"], min_length=1)
     test_subjects: list[str] = Field(default_factory=lambda: ["S9", "S11"], min_length=1)
     # Keep one frame in this many (the videos run at 50 fps).
     frame_step: int = Field(default=5, gt=0)
@@ -156,13 +160,14 @@ class Human36M(WindowedBenchmark):
                 "source 'download' is not possible: Human3.6M is licensed; use source "
                 "'local' with root set to where you put the files (see the README)"
             )
-        for key in ("train_subjects", "test_subjects"):
+        subject_keys = ("train_subjects", "val_subjects", "test_subjects")
+        for key in subject_keys:
             subjects = getattr(config, key)
             malformed = [s for s in subjects if not SUBJECT.match(s)]
             if malformed:
                 problems.append(f"{key} = {subjects}: {malformed} are not like 'S1' or 'S11'")
             problems += listed_twice(config, (key,), "a subject")
-        problems += shared_members(config, "train_subjects", "test_subjects", "subject")
+        problems += shared_members(config, subject_keys, "subject")
         problems += config.stand_in_size_problems(EMBEDDED_MIN_SIZE)
         problems += config.clip_count_problems("their recordings hold")
         return problems
@@ -175,17 +180,24 @@ class Human36M(WindowedBenchmark):
         else:
             meta = _prepare_local(config, out_dir)
         split_rule = (
-            f"by subject: train {config.train_subjects}, test {config.test_subjects}; "
-            "windows never cross a recording"
+            f"by subject: train {config.train_subjects}, validation {config.val_subjects}, "
+            f"test {config.test_subjects}; windows never cross a recording"
         )
-        return {"clip_length": config.clip_lengths, "split_rule": split_rule, **meta}
+        val_rule = f"subjects {config.val_subjects} held out of the training subjects"
+        return {
+            "clip_length": config.clip_lengths,
+            "split_rule": split_rule,
+            "val_rule": val_rule,
+            **meta,
+        }
 
 
 def _prepare_local(config: Human36MConfig, out_dir: Path) -> dict[str, object]:
     if config.root is None:
         raise DataError("data.human36m: source 'local' needs 'root'")
     root = Path(config.root)
-    needed = [*config.train_subjects, *config.test_subjects]
+    subjects_of = split_subjects(config)
+    needed = [subject for subjects in subjects_of.values() for subject in subjects]
     if not root.is_dir():
         raise missing_files_error(root, needed, f"{root} does not exist.")
     recordings = find_recordings(root)
@@ -196,7 +208,7 @@ def _prepare_local(config: Human36MConfig, out_dir: Path) -> dict[str, object]:
         raise missing_files_error(root, needed, f"Missing: {', '.join(missing)} ({found}).")
     size = config.image_size
     counts: dict[str, int] = {}
-    for split, subjects in (("train", config.train_subjects), ("test", config.test_subjects)):
+    for split, subjects in subjects_of.items():
         length = config.clip_lengths[split]
         stride = config.clip_stride or length
         chosen = [r for r in recordings if r.subject in subjects]
@@ -225,10 +237,18 @@ def _prepare_local(config: Human36MConfig, out_dir: Path) -> dict[str, object]:
     }
 
 
+def split_subjects(config: Human36MConfig) -> dict[str, list[str]]:
+    return {
+        "train": config.train_subjects,
+        "val": config.val_subjects,
+        "test": config.test_subjects,
+    }
+
+
 def _prepare_embedded(config: Human36MConfig, out_dir: Path) -> dict[str, object]:
     counts, lengths = config.stand_in_clips, config.clip_lengths
-    subjects = {"train": config.train_subjects, "test": config.test_subjects}
-    for stream, split in enumerate(("train", "test"), start=1):
+    subjects = split_subjects(config)
+    for split, stream in SPLIT_STREAMS.items():
         clips, _ = human_clips(
             config.data_seed,
             stream,

@@ -2,13 +2,15 @@
 clapping, resized to image_size (128 for the benchmark), 10 -> 20 with 10 -> 20 / 10 -> 40
 test horizons.
 
-Split by person, as the PredRNN / OpenSTL loaders: persons 01-16 train, 17-25 test (both
-configurable, never overlapping). Windows are cut from one video at a time and never cross a
-video (nor a gap in an image folder's frame numbering). Window starts follow the same loaders
-unless `clip_stride` is set: one window every window length (non-overlapping) for boxing,
-handclapping, handwaving and walking; every 3 frames for jogging and running, whose person
-crosses the frame and leaves it empty for long stretches. Train windows hold
-input_frames + output_frames frames, test windows input_frames + the test horizon.
+Split by person, as the PredRNN / OpenSTL loaders: persons 01-16 for training, 17-25 test;
+of the training persons, 16 is held out as the validation split (the references validate on
+the test split; all three lists configurable, never overlapping). Windows are cut from one
+video at a time and never cross a video (nor a gap in an image folder's frame numbering).
+Window starts follow the same loaders unless `clip_stride` is set: one window every window
+length (non-overlapping) for boxing, handclapping, handwaving and walking; every 3 frames for
+jogging and running, whose person crosses the frame and leaves it empty for long stretches.
+Train and validation windows hold input_frames + output_frames frames, test windows
+input_frames + the test horizon.
 
 Sources:
 - `download`: the six official AVI zips from the KTH site. No SHA-256 is published for them:
@@ -48,6 +50,7 @@ from seemore.data.video import (
     sliding_windows,
 )
 from seemore.data.windowed import (
+    SPLIT_STREAMS,
     WindowedBenchmark,
     WindowedConfig,
     listed_twice,
@@ -87,7 +90,9 @@ Action = Literal["boxing", "handclapping", "handwaving", "jogging", "running", "
 
 
 class KTHConfig(WindowedConfig):
-    train_persons: list[int] = Field(default_factory=lambda: list(range(1, 17)), min_length=1)
+    train_persons: list[int] = Field(default_factory=lambda: list(range(1, 16)), min_length=1)
+    # Held out of the references' training persons 1-16, so nothing is chosen on test.
+    val_persons: list[int] = Field(default_factory=lambda: [16], min_length=1)
     test_persons: list[int] = Field(default_factory=lambda: list(range(17, 26)), min_length=1)
     actions: list[Action] = Field(default_factory=lambda: list(KTH_ACTIONS), min_length=1)
     # Frames between window starts; None: the reference loaders' rule (module docstring).
@@ -208,12 +213,13 @@ class KTH(WindowedBenchmark):
     def check(cls, config: DataConfig) -> list[str]:
         assert isinstance(config, KTHConfig)
         problems = super().check(config)
-        problems += listed_twice(config, ("train_persons", "test_persons", "actions"), "an entry")
-        for key in ("train_persons", "test_persons"):
+        person_keys = ("train_persons", "val_persons", "test_persons")
+        problems += listed_twice(config, (*person_keys, "actions"), "an entry")
+        for key in person_keys:
             outside = [p for p in getattr(config, key) if p not in PERSONS]
             if outside:
                 problems.append(f"{key} names persons {outside}; KTH has persons 1-25")
-        problems += shared_members(config, "train_persons", "test_persons", "person")
+        problems += shared_members(config, person_keys, "person")
         problems += config.stand_in_size_problems(EMBEDDED_MIN_SIZE)
         problems += config.clip_count_problems("their videos hold")
         return problems
@@ -226,10 +232,17 @@ class KTH(WindowedBenchmark):
         else:
             meta = _prepare_real(config, raw_dir, out_dir)
         split_rule = (
-            f"by person: train persons {config.train_persons}, test persons "
-            f"{config.test_persons}; windows never cross a video"
+            f"by person: train persons {config.train_persons}, validation persons "
+            f"{config.val_persons}, test persons {config.test_persons}; windows never cross "
+            "a video"
         )
-        return {"clip_length": config.clip_lengths, "split_rule": split_rule, **meta}
+        val_rule = f"persons {config.val_persons} held out of the training persons"
+        return {
+            "clip_length": config.clip_lengths,
+            "split_rule": split_rule,
+            "val_rule": val_rule,
+            **meta,
+        }
 
 
 def _prepare_real(config: KTHConfig, raw_dir: Path, out_dir: Path) -> dict[str, object]:
@@ -251,7 +264,7 @@ def _prepare_real(config: KTHConfig, raw_dir: Path, out_dir: Path) -> dict[str, 
     counts: dict[str, int] = {}
     windows: dict[str, dict[str, int]] = {}
     persons: dict[str, list[int]] = {}
-    for split, chosen_persons in (("train", config.train_persons), ("test", config.test_persons)):
+    for split, chosen_persons in split_persons(config).items():
         chosen = [s for s in sequences if s.person in chosen_persons]
         length = config.clip_lengths[split]
         windows[split] = write_sequences(config, chosen, out_dir, split, length)
@@ -277,10 +290,18 @@ def _prepare_real(config: KTHConfig, raw_dir: Path, out_dir: Path) -> dict[str, 
     }
 
 
+def split_persons(config: KTHConfig) -> dict[str, list[int]]:
+    return {
+        "train": config.train_persons,
+        "val": config.val_persons,
+        "test": config.test_persons,
+    }
+
+
 def _prepare_embedded(config: KTHConfig, out_dir: Path) -> dict[str, object]:
     counts, lengths = config.stand_in_clips, config.clip_lengths
-    persons = {"train": config.train_persons, "test": config.test_persons}
-    for stream, split in enumerate(("train", "test"), start=1):
+    persons = split_persons(config)
+    for split, stream in SPLIT_STREAMS.items():
         clips, _ = kth_clips(
             config.data_seed,
             stream,

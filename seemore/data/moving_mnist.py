@@ -1,7 +1,9 @@
 """Moving MNIST (DESIGN.md §3): 64x64x1 clips of two bouncing handwritten digits, 10 -> 10.
 
 Training clips are generated on the fly from a set of 28x28 digits, as the reference loaders
-do; the test clips are fixed and stored. Sources:
+do; the test clips are fixed and stored. The validation split is a fixed set of `val_clips`
+clips generated once from the training digits with `data_seed` (its own random stream), of
+input_frames + output_frames frames. Sources:
 - `download`: the MNIST training digits (`train-images-idx3-ubyte.gz`) and the fixed test set
   `mnist_test_seq.npy` (uint8, (20, 10000, 64, 64), time-major), SHA-256 verified.
 - `local`: the same two files in `root`.
@@ -45,6 +47,11 @@ DIGITS_PER_CLIP = 2
 CLIP_LENGTH = 20
 REAL_TEST_CLIPS = 10000
 EMBEDDED_TEST_CLIPS = 64
+# Validation clips generated when `val_clips` is unset: few for the stand-in, scored often
+# during `make run`; a tenth of the test set's size for the real benchmark.
+DEFAULT_VAL_CLIPS = {"embedded": 16, "real": 1000}
+# Random stream of the validation clips, apart from the training and test streams.
+VAL_STREAM = 3
 # Share of the scikit-learn digits held out for the embedded test clips (1797 in all).
 EMBEDDED_TEST_DIGIT_FRACTION = 1 / 6
 
@@ -75,6 +82,14 @@ class MovingMNISTConfig(DataConfig):
     # How many test clips to store: for `embedded` the number generated (None: 64), for
     # `download` / `local` the first N of the 10000 (None: all).
     test_clips: int | None = Field(default=None, gt=0)
+    # How many validation clips to generate from the training digits (None: 16 for
+    # `embedded`, 1000 otherwise).
+    val_clips: int | None = Field(default=None, gt=0)
+
+    @property
+    def val_count(self) -> int:
+        default = DEFAULT_VAL_CLIPS["embedded" if self.source == "embedded" else "real"]
+        return self.val_clips or default
 
 
 # --- the generator ------------------------------------------------------------------------
@@ -316,7 +331,7 @@ class MovingMNIST(Benchmark):
     def prepare(cls, config: DataConfig, raw_dir: Path, out_dir: Path) -> None:
         assert isinstance(config, MovingMNISTConfig)
         # A failed preparation must not leave an earlier run's outputs looking current.
-        for name in (META_FILE, DIGITS_FILE, "test.npy"):
+        for name in (META_FILE, DIGITS_FILE, "val.npy", "test.npy"):
             (out_dir / name).unlink(missing_ok=True)
         if config.source == "embedded":
             train_digits, test, meta = _prepare_embedded(config)
@@ -341,7 +356,15 @@ class MovingMNIST(Benchmark):
                 ),
                 "files": {remote.name: remote.sha256 for remote in REMOTE_FILES.values()},
             }
+        val = generate_clips(
+            train_digits,
+            config.val_count,
+            config.clip_lengths["val"],
+            config.image_size,
+            np.random.default_rng([config.data_seed, VAL_STREAM]),
+        )
         atomic_write_bytes(out_dir / DIGITS_FILE, lambda file: np.save(file, train_digits))
+        write_split(out_dir, "val", val)
         write_split(out_dir, "test", test)
         write_meta(
             out_dir,
@@ -349,7 +372,15 @@ class MovingMNIST(Benchmark):
                 **section_meta(config),
                 **meta,
                 "clip_length": CLIP_LENGTH,
-                "counts": {"train_digits": len(train_digits), "test_clips": len(test)},
+                "val_rule": (
+                    f"{len(val)} clips generated once from the training digits with data_seed "
+                    f"{config.data_seed} (stream {VAL_STREAM}); training generates its own"
+                ),
+                "counts": {
+                    "train_digits": len(train_digits),
+                    "val_clips": len(val),
+                    "test_clips": len(test),
+                },
             },
         )
 

@@ -359,20 +359,31 @@ def city_flows(rng: np.random.Generator, days: int, first_weekday: int) -> np.nd
 
 
 def taxibj_clips(
-    data_seed: int, counts: tuple[int, int], frames: tuple[int, int], days: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
-    """float16 (train, test) clips `[N, T, 2, 32, 32]` in [0, 1] cut from one synthetic
-    series of `days` = (train days, test days): `counts` = (train, test) clips of `frames` =
-    (train, test) slots, train windows drawn from the train days, test windows evenly spaced
-    over the test days, none spanning both. Scaled by the min / max of the train days, which
-    are returned for the inverse mapping."""
+    data_seed: int, counts: dict[str, int], frames: dict[str, int], days: dict[str, int]
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """float16 clips `[N, T, 2, 32, 32]` in [0, 1] of each split (train, val, test, keyed as
+    the arguments) cut from one synthetic series of `days[split]` consecutive days per split
+    in that order: `counts[split]` clips of `frames[split]` slots, train windows drawn at
+    random from the train days, val and test windows evenly spaced over their days, none
+    spanning two splits. Scaled by the min / max of the train days, which are returned for
+    the inverse mapping."""
     rng = np.random.default_rng([data_seed, 4])
-    flows = city_flows(rng, sum(days), int(rng.integers(7)))
-    boundary = days[0] * SLOTS_PER_DAY
+    flows = city_flows(rng, sum(days.values()), int(rng.integers(7)))
+    boundary = days["train"] * SLOTS_PER_DAY
     low, high = float(flows[:boundary].min()), float(flows[:boundary].max())
     scaled = np.clip((flows - low) / (high - low), 0.0, 1.0).astype(np.float16)
-    train_starts = np.sort(rng.choice(boundary - frames[0] + 1, size=counts[0], replace=False))
-    test_starts = np.linspace(boundary, len(flows) - frames[1], counts[1]).round().astype(int)
-    train = scaled[train_starts[:, None] + np.arange(frames[0])]
-    test = scaled[test_starts[:, None] + np.arange(frames[1])]
-    return train, test, {"min": low, "max": high}
+    starts = {
+        "train": np.sort(
+            rng.choice(boundary - frames["train"] + 1, size=counts["train"], replace=False)
+        )
+    }
+    first = boundary
+    for split in ("val", "test"):
+        last = first + days[split] * SLOTS_PER_DAY - frames[split]
+        starts[split] = np.linspace(first, last, counts[split]).round().astype(int)
+        first += days[split] * SLOTS_PER_DAY
+    clips = {
+        split: scaled[chosen[:, None] + np.arange(frames[split])]
+        for split, chosen in starts.items()
+    }
+    return clips, {"min": low, "max": high}

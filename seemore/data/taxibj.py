@@ -51,8 +51,8 @@ HDF5_PATTERN = "BJ*_M32x32_T30_InOut.h5"
 # Values a hair outside [-1, 1] are rounding in the file; anything further is a wrong file.
 NPZ_TOLERANCE = 1e-3
 BLOCK_ROWS = 1024
-EMBEDDED_TRAIN_DAYS = 21
-EMBEDDED_TEST_DAYS = 7
+# Consecutive days of the stand-in's series, in this order.
+EMBEDDED_DAYS = {"train": 19, "val": 2, "test": 7}
 
 REMOTE_ARCHIVE = RemoteFile(
     name="taxibj_dataset.zip",
@@ -67,6 +67,9 @@ class TaxiBJConfig(WindowedConfig):
     test_days: int = Field(default=28, gt=0)
     # HDF5 layout: 30-minute slots between window starts.
     clip_stride: int = Field(default=1, gt=0)
+    # Share of the training data held out, at its end, as the validation split (ST-ResNet
+    # validates on the last 10% of its training data).
+    val_fraction: float = Field(default=0.1, gt=0, lt=1)
 
 
 # --- dataset.npz ------------------------------------------------------------------------------
@@ -113,19 +116,43 @@ def _npz_clips(path: Path, x: NpzArray, y: NpzArray) -> Iterator[np.ndarray]:
         yield from np.clip((clips + 1) / 2, 0, 1).astype(np.float16)
 
 
+def npz_train_rows(clips: int, length: int, fraction: float) -> tuple[range, range]:
+    """Rows of X_train / Y_train kept for (training, validation): the last `fraction` of the
+    rows (at least one) validate, and the `length - 1` rows before them are dropped, so that
+    when the rows are consecutive windows in time order no slot is in both splits."""
+    val = max(1, int(np.ceil(clips * fraction)))
+    train_end = clips - val - (length - 1)
+    if train_end < 1:
+        raise ValueError(f"{clips} clips leave none for training after holding out {val}")
+    return range(train_end), range(clips - val, clips)
+
+
 def prepare_npz(path: Path, config: TaxiBJConfig, out_dir: Path) -> dict[str, object]:
     arrays = _npz_arrays(path, config)
+    x_train = arrays["X_train"]
+    length = x_train.shape[1] + arrays["Y_train"].shape[1]
+    try:
+        train_rows, val_rows = npz_train_rows(x_train.shape[0], length, config.val_fraction)
+    except ValueError as error:
+        raise DataError(f"{path}: X_train: {error}") from None
+    rows = {"train": train_rows, "val": val_rows, "test": range(arrays["X_test"].shape[0])}
     counts = {}
-    for split in ("train", "test"):
-        x, y = arrays[f"X_{split}"], arrays[f"Y_{split}"]
+    for split, chosen in rows.items():
+        source = "test" if split == "test" else "train"
+        x, y = arrays[f"X_{source}"], arrays[f"Y_{source}"]
         shape = (x.shape[1] + y.shape[1], *FRAME_SHAPE)
         with SplitWriter(out_dir, split, shape, np.float16) as writer:
-            for clip in _npz_clips(path, x, y):
-                writer.append(clip)
+            for row, clip in enumerate(_npz_clips(path, x, y)):
+                if chosen.start <= row < chosen.stop:
+                    writer.append(clip)
         counts[f"{split}_clips"] = writer.count
     return {
         "layout": "dataset.npz",
         "split_rule": f"the train / test split of {path.name} (X_/Y_train, X_/Y_test)",
+        "val_rule": (
+            f"the last {len(val_rows)} clips of X_/Y_train ({config.val_fraction:g} of them); "
+            f"the {length - 1} before them dropped so no slot is in train and val"
+        ),
         "normalisation": {
             "stored": "x = (v + 1) / 2 of the file's values v in [-1, 1]",
             "inverse": "v = 2 x - 1; vehicle counts need the min / max the file was scaled by",
@@ -239,7 +266,18 @@ def prepare_hdf5(paths: list[Path], config: TaxiBJConfig, out_dir: Path) -> dict
             f"{', '.join(map(str, paths))}: {len(days)} complete days, test_days "
             f"{config.test_days} would leave none for training"
         )
-    split_days = {"train": days[: -config.test_days], "test": days[-config.test_days :]}
+    training_days = days[: -config.test_days]
+    val_days = max(1, int(np.ceil(len(training_days) * config.val_fraction)))
+    if val_days >= len(training_days):
+        raise DataError(
+            f"{', '.join(map(str, paths))}: {len(training_days)} complete training days, "
+            f"val_fraction {config.val_fraction} would leave none for training"
+        )
+    split_days = {
+        "train": training_days[:-val_days],
+        "val": training_days[-val_days:],
+        "test": days[-config.test_days :],
+    }
     keep = {
         split: [np.isin(f.slots // SLOTS_PER_DAY, chosen) for f in files]
         for split, chosen in split_days.items()
@@ -253,7 +291,7 @@ def prepare_hdf5(paths: list[Path], config: TaxiBJConfig, out_dir: Path) -> dict
     scaling = MinMaxScaling(low, high)
     lengths = config.clip_lengths
     counts = {}
-    for split in ("train", "test"):
+    for split in split_days:
         shape = (lengths[split], *FRAME_SHAPE)
         frames = scaling.frames(files, keep[split])
         with SplitWriter(out_dir, split, shape, np.float16) as writer:
@@ -270,6 +308,10 @@ def prepare_hdf5(paths: list[Path], config: TaxiBJConfig, out_dir: Path) -> dict
         "split_rule": (
             f"the last {config.test_days} complete days (from {first_test.isoformat()}) are "
             "the test split; days missing any of the 48 slots dropped (DeepST)"
+        ),
+        "val_rule": (
+            f"the last {val_days} complete training days before the test days "
+            f"({config.val_fraction:g} of them, as ST-ResNet validates on its last 10%)"
         ),
         "normalisation": {
             "min": low,
@@ -320,10 +362,11 @@ class TaxiBJ(WindowedBenchmark):
             problems.append(f"image_size = {config.image_size}: TaxiBJ's grid is {GRID}x{GRID}")
         problems += config.clip_count_problems("they hold")
         if config.source == "embedded":
-            windows = EMBEDDED_TRAIN_DAYS * SLOTS_PER_DAY - cls.stored_clip_length(config) + 1
+            days = EMBEDDED_DAYS["train"]
+            windows = days * SLOTS_PER_DAY - cls.stored_clip_length(config) + 1
             if config.train_clips is not None and config.train_clips > windows:
                 problems.append(
-                    f"train_clips = {config.train_clips}: the stand-in's {EMBEDDED_TRAIN_DAYS} "
+                    f"train_clips = {config.train_clips}: the stand-in's {days} "
                     f"train days hold {windows} distinct clips"
                 )
         return problems
@@ -361,27 +404,25 @@ def _prepare_local(root: Path, config: TaxiBJConfig, out_dir: Path) -> dict[str,
 
 
 def _prepare_embedded(config: TaxiBJConfig, out_dir: Path) -> dict[str, object]:
-    counts, lengths = config.stand_in_clips, config.clip_lengths
-    train, test, scale = taxibj_clips(
-        config.data_seed,
-        (counts["train"], counts["test"]),
-        (lengths["train"], lengths["test"]),
-        (EMBEDDED_TRAIN_DAYS, EMBEDDED_TEST_DAYS),
-    )
-    write_split(out_dir, "train", train)
-    write_split(out_dir, "test", test)
+    counts = config.stand_in_clips
+    clips, scale = taxibj_clips(config.data_seed, counts, config.clip_lengths, EMBEDDED_DAYS)
+    for split, split_clips in clips.items():
+        write_split(out_dir, split, split_clips)
+    days = EMBEDDED_DAYS
     return {
         "layout": "embedded",
         "description": (
             "Embedded stand-in, NOT the real TaxiBJ benchmark: synthetic in/out flows of "
             "residential, business and leisure hotspots with daily commuting peaks and "
-            f"quieter weekends, {EMBEDDED_TRAIN_DAYS} train days then {EMBEDDED_TEST_DAYS} "
-            f"test days of 30-minute slots; generated with data_seed {config.data_seed}"
+            f"quieter weekends, {days['train']} train days, {days['val']} validation days, "
+            f"then {days['test']} test days of 30-minute slots; generated with data_seed "
+            f"{config.data_seed}"
         ),
         "split_rule": (
-            f"train windows from the first {EMBEDDED_TRAIN_DAYS} days, test windows from the "
-            f"last {EMBEDDED_TEST_DAYS}"
+            f"train windows from the first {days['train']} days, validation windows from the "
+            f"next {days['val']}, test windows from the last {days['test']}"
         ),
+        "val_rule": f"the {days['val']} days between the train and the test days",
         "normalisation": {**scale, "inverse": "flow = min + x * (max - min)"},
-        "counts": {"train_clips": len(train), "test_clips": len(test)},
+        "counts": {f"{split}_clips": len(split_clips) for split, split_clips in clips.items()},
     }

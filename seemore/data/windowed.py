@@ -15,17 +15,22 @@ from seemore.data.base import META_FILE, Benchmark, DataConfig, section_meta, wr
 from seemore.data.video import fresh_outputs
 
 # Removed before a preparation and again if it fails, so none is left from an earlier run.
-PREPARED_FILES = (META_FILE, "train.npy", "test.npy")
+PREPARED_FILES = (META_FILE, "train.npy", "val.npy", "test.npy")
+# Random stream of each split of a stand-in; validation came later, hence 3.
+SPLIT_STREAMS = {"train": 1, "val": 3, "test": 2}
 STAND_IN_TRAIN_CLIPS = 256
 STAND_IN_TEST_CLIPS = 64
+# Small: validation is scored every few steps while training.
+STAND_IN_VAL_CLIPS = 16
 
 
 class WindowedConfig(DataConfig):
     """A section whose real data give as many windows as they hold, while the `embedded`
     stand-in generates a set number of clips per split."""
 
-    # `embedded` only: how many stand-in clips to generate (None: 256 train, 64 test).
+    # `embedded` only: how many stand-in clips to generate (None: 256 train, 16 val, 64 test).
     train_clips: int | None = Field(default=None, gt=0)
+    val_clips: int | None = Field(default=None, gt=0)
     test_clips: int | None = Field(default=None, gt=0)
 
     @property
@@ -33,6 +38,7 @@ class WindowedConfig(DataConfig):
         """How many clips the `embedded` stand-in generates for each split."""
         return {
             "train": self.train_clips or STAND_IN_TRAIN_CLIPS,
+            "val": self.val_clips or STAND_IN_VAL_CLIPS,
             "test": self.test_clips or STAND_IN_TEST_CLIPS,
         }
 
@@ -44,7 +50,7 @@ class WindowedConfig(DataConfig):
         return [
             f"{key} applies to source 'embedded' only; the real data give as many clips as "
             f"{real_count}"
-            for key in ("train_clips", "test_clips")
+            for key in ("train_clips", "val_clips", "test_clips")
             if getattr(self, key) is not None
         ]
 
@@ -75,8 +81,9 @@ class WindowedBenchmark(Benchmark):
 
     @classmethod
     def prepare_splits(cls, config: DataConfig, raw_dir: Path, out_dir: Path) -> dict[str, Any]:
-        """Write `train.npy` and `test.npy` into `out_dir` (as `prepare` says) and return the
-        meta.json entries they add to, or override in, `section_meta`."""
+        """Write `train.npy`, `val.npy` and `test.npy` into `out_dir` (as `prepare` says) and
+        return the meta.json entries they add to, or override in, `section_meta`; `val_rule`
+        among them says how the validation split was held out."""
         raise NotImplementedError
 
 
@@ -91,12 +98,16 @@ def listed_twice(config: BaseModel, keys: Iterable[str], entry: str) -> list[str
     return problems
 
 
-def shared_members(config: BaseModel, train_key: str, test_key: str, member: str) -> list[str]:
-    """A problem if the `member`s (e.g. "person") listed under `train_key` and `test_key`
-    overlap: a member's recordings belong to one split only."""
-    shared = sorted(set(getattr(config, train_key)) & set(getattr(config, test_key)))
-    if not shared:
-        return []
-    return [
-        f"{train_key} and {test_key} share {member}s {shared}; a {member} must be in one split only"
-    ]
+def shared_members(config: BaseModel, keys: tuple[str, ...], member: str) -> list[str]:
+    """A problem for each pair of the lists `keys` (e.g. train / val / test persons) that share
+    `member`s (e.g. "person"): a member's recordings belong to one split only."""
+    problems = []
+    for index, first in enumerate(keys):
+        for second in keys[index + 1 :]:
+            shared = sorted(set(getattr(config, first)) & set(getattr(config, second)))
+            if shared:
+                problems.append(
+                    f"{first} and {second} share {member}s {shared}; a {member} must be in "
+                    "one split only"
+                )
+    return problems
