@@ -135,15 +135,19 @@ def claim(count: int, jobs_per_gpu: int, label: str) -> list[str]:
     _held.extend(handle for _, handle in held)
     claimed = [device for device, _ in held]
     os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(claimed)
-    print(f"seemore: {label}: CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']}",
-          file=sys.stderr, flush=True)
+    print(
+        f"seemore: {label}: CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']}",
+        file=sys.stderr,
+        flush=True,
+    )
     return claimed
 
 
 def claim_for_job(params: Any, training: bool, label: str) -> list[str]:
     """Claim the GPUs one `seemore train`/`evaluate` job needs under `params`."""
-    return claim(rule_gpus(params, training), int(_experiment(params).get("jobs_per_gpu", 1)),
-                 label)
+    return claim(
+        rule_gpus(params, training), int(_experiment(params).get("jobs_per_gpu", 1)), label
+    )
 
 
 def main() -> None:

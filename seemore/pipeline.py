@@ -142,10 +142,11 @@ def load_plan(path: str | Path) -> dict[str, Any]:
     """The raw params mapping to plan jobs from, torch-free: its YAML, the top-level schema
     and the variant names are checked here; every section is validated by `seemore check`
     before a run and by every `seemore` job."""
+    import yaml
+    from pydantic import ValidationError
+
     from seemore.config import Params, _format_errors, _yaml_loader
     from seemore.method.variants import VARIANTS
-    from pydantic import ValidationError
-    import yaml
 
     path = Path(path)
     try:
