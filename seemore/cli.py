@@ -66,10 +66,10 @@ def _train_job(
         benchmark=DATASETS.get(dataset),
         data=params.data[dataset],
         backbone_name=backbone,
-        backbone=params.models[backbone],
+        backbone=params.models[dataset][backbone],
         variant_name=label,
         variant=VARIANTS.get(variant),
-        training=params.training,
+        training=params.training[dataset],
         method=params.method,
         seed=seed,
         params_hash=params_hash,
@@ -188,8 +188,9 @@ def cmd_info(args: argparse.Namespace) -> None:
 
     backbone_class = BACKBONES.get(args.backbone)
     active = None if args.reference or not args.params.is_file() else load_params(args.params)
-    if active is not None and args.dataset in active.data and args.backbone in active.models:
-        config = active.models[args.backbone]
+    configured = active.models.get(args.dataset, {}) if active is not None else {}
+    if active is not None and args.dataset in active.data and args.backbone in configured:
+        config = configured[args.backbone]
         geometry = DATASETS.get(args.dataset).geometry(active.data[args.dataset])
         origin = str(args.params)
     else:
