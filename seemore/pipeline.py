@@ -142,25 +142,12 @@ def load_plan(path: str | Path) -> dict[str, Any]:
     """The raw params mapping to plan jobs from, torch-free: its YAML, the top-level schema
     and the variant names are checked here; every section is validated by `seemore check`
     before a run and by every `seemore` job."""
-    import yaml
-    from pydantic import ValidationError
-
-    from seemore.config import Params, _format_errors, _yaml_loader
+    from seemore.config import read_params, validate_layout
     from seemore.method.variants import VARIANTS
 
     path = Path(path)
-    try:
-        raw = yaml.load(path.read_text(), Loader=_yaml_loader())
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read params file: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    try:
-        Params.model_validate(raw)
-    except ValidationError as error:
-        raise ConfigError(_format_errors(str(path), "", error)) from None
+    raw = read_params(path)
+    validate_layout(raw, str(path))
     for name in raw["experiment"]["variants"]:
         if name not in VARIANTS:
             raise ConfigError(
@@ -275,7 +262,6 @@ _SEED_SENTINEL = -1  # a seed no experiment has: replaced by the matrix item in 
 def dvc_stages(raw: Mapping[str, Any]) -> dict[str, Any]:
     """The stages of dvc.yaml for the raw params mapping `raw`."""
     stages: dict[str, Any] = {}
-    seeds = {"seed": "${experiment.seeds}"}
     datasets = _list(raw["experiment"], "datasets")
     for dataset in datasets:
         stages[f"prepare-{dataset}"] = {
@@ -287,7 +273,7 @@ def dvc_stages(raw: Mapping[str, Any]) -> dict[str, Any]:
     one_seed = {**raw, "experiment": {**raw["experiment"], "seeds": [_SEED_SENTINEL]}}
     for job in stage_ones(one_seed):
         stages[f"train_stage1-{job.name}"] = {
-            "matrix": seeds,
+            "matrix": {"seed": "${experiment.seeds}"},
             "cmd": (
                 f"seemore train --stage 1 --dataset {job.dataset} --backbone {job.backbone}"
                 f" --objective {job.objective} --seed {SEED_ITEM}"
@@ -303,14 +289,14 @@ def dvc_stages(raw: Mapping[str, Any]) -> dict[str, Any]:
         )
         directory = run.directory
         stages[f"train_stage2-{run.name}"] = {
-            "matrix": seeds,
+            "matrix": {"seed": "${experiment.seeds}"},
             "cmd": f"seemore train --stage 2 {flags}",
             "deps": [str(prepared_dir(run.dataset)), _seed_path(run.stage_one.checkpoint)],
             "params": stage_two_keys(raw, run),
             "outs": [_seed_path(directory / name) for name in STAGE_TWO_OUTPUTS],
         }
         stages[f"evaluate-{run.name}"] = {
-            "matrix": seeds,
+            "matrix": {"seed": "${experiment.seeds}"},
             "cmd": f"seemore evaluate {flags}",
             "deps": [str(prepared_dir(run.dataset)), _seed_path(directory / "model.pt")],
             "params": [key.format(dataset=run.dataset) for key in EVALUATE_KEYS],

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from seemore.backbones import Backbone
-from seemore.method.objective import Objective, PlainObjective
 from seemore.method.settings import MethodConfig, StageConfig
-from seemore.method.updater import AdamUpdater, Autocast, Updater
 from seemore.registry import Registry
+
+# Torch only where a variant is built: the pipeline plans from this table without torch.
+if TYPE_CHECKING:
+    from seemore.backbones import Backbone
+    from seemore.method.objective import Objective
+    from seemore.method.updater import Autocast, Updater
 
 
 @dataclass(frozen=True)
@@ -22,7 +26,7 @@ class Variant:
     meta_adapted: bool
 
 
-VARIANTS: Registry[Variant] = Registry("variant", "seemore.method")
+VARIANTS: Registry[Variant] = Registry("variant", __name__)
 
 VARIANTS.register("baseline")(Variant("baseline", bidirectional=False, meta_adapted=False))
 VARIANTS.register("bdn")(Variant("bdn", bidirectional=True, meta_adapted=False))
@@ -37,6 +41,8 @@ def build_objective(
         from seemore.method.bdn import BidirectionalObjective
 
         return BidirectionalObjective(make_network(), make_network(), method.bdn)
+    from seemore.method.objective import PlainObjective
+
     return PlainObjective(make_network())
 
 
@@ -53,4 +59,6 @@ def build_updater(
         from seemore.method.lma import LMAUpdater
 
         return LMAUpdater(objective, stage_config.lr, method.lma, autocast, grad_clip)
+    from seemore.method.updater import AdamUpdater
+
     return AdamUpdater(objective, stage_config.lr, autocast, grad_clip)
