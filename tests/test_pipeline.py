@@ -369,3 +369,100 @@ def test_dvc_repro_clones_up_to_date_and_reruns_only_what_each_edit_reads(
     assert len(metrics) >= 3  # workspace, the commit, the experiment
     for found in metrics:
         assert "data" in found.get(f"{RUN}/metrics.json", {}), found
+
+
+class Resources(dict):
+    """Snakemake's job resources as the plugin reads them (`.get` and attributes)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def dry_run_jobs(work: Path, *options: str) -> list[dict[str, Any]]:
+    """Each job of a dry run: its rule, whether it runs locally, threads and resources."""
+    out = run([str(BIN / "snakemake"), "-n", "--cores", "8", *options, "all"], work).stdout
+    jobs: list[dict[str, Any]] = []
+    for line in out.splitlines():
+        header = re.match(r"^(local)?rule (\w+):$", line)
+        if header:
+            jobs.append({"rule": header[2], "local": bool(header[1]), "threads": 1})
+        elif jobs and line.strip().startswith("threads:"):
+            jobs[-1]["threads"] = int(line.split(":")[1])
+        elif jobs and line.strip().startswith("resources:"):
+            pairs = (item.split("=", 1) for item in line.split(":", 1)[1].split(", "))
+            jobs[-1]["resources"] = Resources(
+                (key.strip(), int(value) if value.isdigit() else value) for key, value in pairs
+            )
+    return jobs
+
+
+def local_rules(work: Path) -> set[str]:
+    """The rules Snakemake runs on the submitting host, as its API parses the Snakefile (a
+    dry run does not print them)."""
+    code = (
+        "from pathlib import Path\n"
+        "from snakemake.api import SnakemakeApi\n"
+        "from snakemake.settings.types import OutputSettings, ResourceSettings\n"
+        "with SnakemakeApi(OutputSettings()) as api:\n"
+        "    w = api.workflow(resource_settings=ResourceSettings(), snakefile=Path('Snakefile'))\n"
+        "    print(' '.join(sorted(w._workflow._localrules)))\n"
+    )
+    return set(run([sys.executable, "-c", code], work).stdout.split())
+
+
+def test_slurm_profile_jobs_pass_the_plugins_own_checks(tmp_path: Path, embedded_raw: dict) -> None:
+    from types import SimpleNamespace
+
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+    from snakemake_executor_plugin_slurm.validation import validate_slurm_extra
+    from snakemake_interface_common.exceptions import WorkflowError
+
+    work = make_workspace(tmp_path, tiny_params(embedded_raw))
+    jobs = dry_run_jobs(work, "--profile", "workflow/profiles/slurm")
+    assert local_rules(work) == {"report", "all"}
+    submit = {
+        "run_uuid": "u",
+        "slurm_logfile": "log",
+        "comment_str": "c",
+        "account": "",
+        "partition": "",
+        "workdir": str(work),
+    }
+    remote = [job for job in jobs if job["rule"] not in ("report", "all")]
+    assert {job["rule"] for job in remote} == {
+        "prepare",
+        "train_stage1",
+        "train_stage2",
+        "evaluate",
+    }
+    for job in remote:
+        fake = SimpleNamespace(resources=job["resources"], threads=job["threads"])
+        validate_slurm_extra(fake)
+        command = get_submit_command(fake, submit)
+        # The CPUs SLURM grants are the threads the job's `seemore --threads` uses.
+        assert f"--cpus-per-task={job['threads']}" in command
+        assert job["threads"] == 4
+        if job["rule"] == "prepare":
+            assert "--gpus" not in set_gres_string(fake)
+        else:
+            assert set_gres_string(fake).strip() == "--gpus=1", job["rule"]
+    # What the profile used to do is what the plugin refuses.
+    old = SimpleNamespace(resources=Resources(slurm_extra="'--gres=gpu:1'"), threads=1)
+    with pytest.raises(WorkflowError):
+        validate_slurm_extra(old)
+
+
+def test_local_gpu_jobs_declare_their_gpus(tmp_path: Path, embedded_raw: dict) -> None:
+    work = make_workspace(tmp_path, tiny_params(embedded_raw))
+    gpu_of = {}
+    for count, expected in (("0", 0), ("2", 1)):
+        env = {"SEEMORE_GPU_COUNT": count}
+        out = run([str(BIN / "snakemake"), "-n", "--cores", "8", "all"], work, env=env).stdout
+        gpu_of[count] = set(re.findall(r"gpu=(\d+)", out))
+        assert gpu_of[count] == {str(expected)}, out
+    slots = run([sys.executable, "-m", "seemore.devices"], work, env={"SEEMORE_GPU_COUNT": "3"})
+    assert slots.stdout.strip() == "3"
