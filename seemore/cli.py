@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -89,9 +90,17 @@ def _stage_one_from(args: argparse.Namespace, params: Params) -> pipeline.StageO
 
 
 def cmd_train(args: argparse.Namespace, params: Params) -> None:
-    from seemore import devices
+    from seemore import devices, distributed
 
-    devices.claim_for_job(params, training=True, label=f"train stage {args.stage}")
+    if distributed.world_size() == 1:  # torchrun's ranks share their launcher's GPUs
+        claimed = devices.claim_for_job(params, training=True, label=f"train stage {args.stage}")
+        if len(claimed) > 1:
+            # experiment.gpus_per_run > 1: the same command as one rank per claimed GPU.
+            command = distributed.torchrun_command(len(claimed), sys.argv[1:])
+            code = subprocess.run(command, check=False).returncode
+            if code:
+                raise RuntimeError(f"distributed training exited with status {code}")
+            return
     _set_threads(args.threads)
     from seemore.train import train_stage
 

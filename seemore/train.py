@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from seemore import distributed
 from seemore.backbones import Backbone, BackboneConfig, BackboneKind, ClipGeometry, build_backbone
 from seemore.config import MethodConfig, TrainingConfig
 from seemore.data import DataConfig
@@ -114,7 +115,11 @@ def train_stage(
     if job.device.type == "cpu":
         torch.use_deterministic_algorithms(True)
     geometry, make_network = _network_factory(job)
-    objective = build_objective(job.variant, make_network, job.method).to(job.device)
+    distributed.init(job.device.type)
+    objective = distributed.shard(
+        build_objective(job.variant, make_network, job.method).to(job.device),
+        job.training.batch_size,
+    )
 
     history: list[dict[str, float]] = []
     previous_stats: dict[str, Any] = {}
