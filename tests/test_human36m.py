@@ -33,6 +33,7 @@ COLOURS = {
 def config(**changes: object) -> h36m.Human36MConfig:
     values: dict[str, object] = {
         "source": "local",
+        "protocol": "subject",
         "image_size": SIZE,
         "input_frames": 2,
         "output_frames": 2,

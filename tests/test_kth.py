@@ -28,6 +28,7 @@ STEP = 3
 def config(**changes: object) -> kth_module.KTHConfig:
     values: dict[str, object] = {
         "source": "local",
+        "protocol": "avi",
         "image_size": SIZE,
         "input_frames": 2,
         "output_frames": 3,
@@ -191,7 +192,7 @@ def test_download_verifies_pins_on_first_use_and_unzips_once(
     BENCHMARK.prepare(section, raw, out)
     pin = (raw / "boxing.zip.sha256").read_text().strip()
     meta = load_meta(out)
-    assert meta["files"] == {"boxing.zip": pin} and meta["source"] == "download"
+    assert meta["files"]["boxing.zip"]["sha256"] == pin and meta["source"] == "download"
     assert len(load_split(out, "train")) == 2
     extracted = raw / "videos" / "boxing" / "person01_boxing_d1_uncomp.avi"
     stamp = extracted.stat().st_mtime_ns

@@ -197,9 +197,12 @@ def test_train_batches_are_generated_from_the_prepared_digits(tmp_path: Path) ->
 # --- real formats -------------------------------------------------------------------------
 
 
-def test_local_prepare_reads_the_real_formats(tmp_path: Path) -> None:
+def test_local_prepare_reads_the_real_formats(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     digits, sequences = tiny_digits(5), tiny_sequences(3)
     write_raw_files(tmp_path / "files", digits, sequences)
+    point_downloads_at(monkeypatch, tmp_path / "files")
     section = config(source="local", root=str(tmp_path / "files"), test_clips=2, val_clips=2)
     BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
     np.testing.assert_array_equal(np.load(tmp_path / "out" / "digits.npy"), digits)
@@ -210,12 +213,30 @@ def test_local_prepare_reads_the_real_formats(tmp_path: Path) -> None:
     meta = load_meta(tmp_path / "out")
     assert meta["source"] == "local" and meta["stand_in"] is False
     assert meta["counts"] == {"train_digits": 5, "val_clips": 2, "test_clips": 2}
+    assert meta["protocol"] == "openstl"
+    # Local copies are held to the pinned SHA-256s, and meta.json says they were checked.
+    assert meta["files"][IDX_NAME] == {
+        "sha256": sha256_file(tmp_path / "files" / IDX_NAME),
+        "status": "verified against the pinned SHA-256",
+    }
     batch = next(BENCHMARK.train_batches(section, tmp_path / "out", 2, np.random.default_rng(0)))
     assert batch.shape == (2, 20, 1, 64, 64)
 
 
-def test_local_prepare_keeps_all_clips_when_test_clips_is_unset(tmp_path: Path) -> None:
+def test_a_local_file_that_differs_from_its_pin_is_refused(tmp_path: Path) -> None:
+    # The real pins: the tiny fixture files are not the published ones.
     write_raw_files(tmp_path / "files", tiny_digits(2), tiny_sequences(3))
+    section = config(source="local", root=str(tmp_path / "files"))
+    with pytest.raises(DataError, match=rf"{IDX_NAME}: SHA-256 is [0-9a-f]{{64}}, expected 440f"):
+        BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
+    assert not (tmp_path / "out" / "meta.json").exists()
+
+
+def test_local_prepare_keeps_all_clips_when_test_clips_is_unset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_raw_files(tmp_path / "files", tiny_digits(2), tiny_sequences(3))
+    point_downloads_at(monkeypatch, tmp_path / "files")
     section = config(source="local", root=str(tmp_path / "files"), test_clips=None, val_clips=1)
     BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
     assert np.load(tmp_path / "out" / "test.npy").shape == (3, 20, 1, 64, 64)
