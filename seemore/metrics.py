@@ -1,37 +1,69 @@
-"""Per-frame prediction metrics (DESIGN.md §6) on float clips `[N, T, C, H, W]` in [0, 1].
+"""Per-frame prediction metrics (DESIGN.md §6), in torch on the evaluation device.
 
-Each function returns one value per clip and frame, `[N, T]`; averaging over clips (and
-then over frames) is the caller's job. Conventions, as behind the published tables:
+Every function takes clips `[N, T, C, H, W]` (torch tensors, frames in [0, 1] except an
+unclamped prediction) and returns one float64 value per clip and frame, `[N, T]`;
+averaging over clips and frames is the caller's job.
 
-- MSE, MAE: squared / absolute error summed over C*H*W of a frame (not the pixel mean).
-- SSIM: scikit-image `structural_similarity` with `data_range=1`, channels as channel axis.
-- PSNR: `10 log10(1 / m)` with `m` the frame's per-pixel mean squared error floored at
-  `PSNR_MSE_FLOOR`, so identical frames score `PSNR_CAP_DB` (100 dB) instead of infinity
-  and one perfect frame cannot turn an average infinite.
-- LPIPS: the `lpips` package, AlexNet trunk (v0.1 linear layers), inputs mapped to
-  [-1, 1], a gray frame replicated to 3 channels. It needs torchvision's ImageNet AlexNet
-  weights in the torch hub cache; without them it is unavailable, never computed from
-  random weights and never downloaded.
+References disagree on conventions, so each metric is stored in each reference's
+convention (`METRICS` lists them; `REFERENCE_CONVENTIONS` says which key a reference's
+published number is compared with):
+
+- `mse`, `mae`: squared / absolute error summed over C*H*W of a frame (not the pixel mean)
+  on the prediction clamped to [0, 1], as the SeeMore/PredRNN code does.
+  `mse_unclamped`, `mae_unclamped`: the same sums on the raw prediction, as OpenSTL's
+  `metric()` computes them (it clamps only afterwards, for SSIM, PSNR and LPIPS).
+- `ssim`: the SeeMore/PredRNN convention. Their test loop turns both frames into uint8 by
+  truncation (`np.uint8(255 x)`, after clamping the prediction) and calls scikit-image's
+  `structural_similarity` with its uint8 default `data_range=255`, i.e. data range 1 on
+  [0, 1] frames quantized that way.
+  `ssim_openstl`: OpenSTL's convention: float frames (clamped prediction) and no
+  `data_range`, which its pinned scikit-image (<= 0.19.3) takes from the float dtype's
+  nominal range [-1, 1]: data range 2. (scikit-image >= 0.20 refuses float input without
+  `data_range`.) Both use scikit-image's defaults otherwise: a 7x7 uniform window, sample
+  covariance (N / (N - 1)), K1 = 0.01, K2 = 0.03, the mean over the window positions fully
+  inside the frame, channels averaged.
+- `psnr`: `10 log10(1 / m)` on the clamped prediction, `m` the frame's per-pixel MSE
+  floored at `PSNR_MSE_FLOOR`, so identical frames score `PSNR_CAP_DB` (100 dB) instead of
+  infinity (OpenSTL's formula, which returns inf there).
+- `lpips`: the `lpips` package, AlexNet trunk (v0.1 linear layers), the clamped prediction
+  mapped to [-1, 1] as OpenSTL does, a gray frame replicated to 3 channels. It needs
+  torchvision's ImageNet AlexNet weights in the torch hub cache (`seemore fetch-weights`
+  puts them there); without them it is unavailable, never computed from random weights.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+import tempfile
+import urllib.request
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from skimage.metrics import structural_similarity
+import torch.nn.functional as F
+from torch import Tensor
 
 from seemore.data.download import sha256_file
 
 PSNR_MSE_FLOOR = 1e-10
 PSNR_CAP_DB = -10.0 * math.log10(PSNR_MSE_FLOOR)
 
+SSIM_WINDOW = 7  # scikit-image's default side of the uniform window
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+
 ALEXNET_WEIGHTS = "alexnet-owt-7be5be79.pth"
-# torch.hub names cached weights `<name>-<first 8 hex of their SHA-256>.pth`.
+# torchvision's AlexNet_Weights.IMAGENET1K_V1.url
+ALEXNET_URL = f"https://download.pytorch.org/models/{ALEXNET_WEIGHTS}"
+# torchvision publishes a weights file's hash in its name, `<name>-<first 8 hex of its
+# SHA-256>.pth`; torch.hub.load_state_dict_from_url(check_hash=True) takes that prefix from
+# the name and compares it with the downloaded file's SHA-256. It is the only hash published.
 ALEXNET_SHA256_PREFIX = "7be5be79"
+FETCH_TIMEOUT_S = 60.0
+# Beside the weights: why the last `seemore fetch-weights` could not put them there.
+FETCH_FAILURE_SUFFIX = ".fetch-failed"
 LPIPS_LINEAR_VERSION = "0.1"  # lpips v0.0 had an input-scaling bug
 
 
@@ -39,52 +71,177 @@ class MetricUnavailable(RuntimeError):
     """A metric that cannot be computed here; the message is the reason, for the report."""
 
 
-def _check_pair(prediction: np.ndarray, truth: np.ndarray) -> None:
+@dataclass(frozen=True)
+class SSIMConvention:
+    """How a reference calls scikit-image's SSIM: on uint8 frames made by truncating 255 x
+    (`quantize`), and with which data range (in the units of the frames it is given)."""
+
+    quantize: bool
+    data_range: float
+
+
+SSIM_CONVENTIONS = {
+    "predrnn": SSIMConvention(quantize=True, data_range=255.0),
+    "openstl": SSIMConvention(quantize=False, data_range=2.0),
+}
+
+
+def _check_pair(prediction: Tensor, truth: Tensor) -> None:
     if prediction.shape != truth.shape or prediction.ndim != 5:
         raise ValueError(
-            f"metrics need two clips [N, T, C, H, W] of one shape; got {prediction.shape} "
-            f"and {truth.shape}"
+            "metrics need two clips [N, T, C, H, W] of one shape; got "
+            f"{tuple(prediction.shape)} and {tuple(truth.shape)}"
         )
 
 
-def mse_per_frame(prediction: np.ndarray, truth: np.ndarray) -> np.ndarray:
+def mse_per_frame(prediction: Tensor, truth: Tensor) -> Tensor:
     """Squared error summed over C*H*W, `[N, T]`."""
     _check_pair(prediction, truth)
-    error = prediction.astype(np.float64) - truth.astype(np.float64)
-    return np.sum(error**2, axis=(2, 3, 4))
+    return (prediction.double() - truth.double()).square().sum(dim=(2, 3, 4))
 
 
-def mae_per_frame(prediction: np.ndarray, truth: np.ndarray) -> np.ndarray:
+def mae_per_frame(prediction: Tensor, truth: Tensor) -> Tensor:
     """Absolute error summed over C*H*W, `[N, T]`."""
     _check_pair(prediction, truth)
-    error = prediction.astype(np.float64) - truth.astype(np.float64)
-    return np.sum(np.abs(error), axis=(2, 3, 4))
+    return (prediction.double() - truth.double()).abs().sum(dim=(2, 3, 4))
 
 
-def psnr_per_frame(prediction: np.ndarray, truth: np.ndarray) -> np.ndarray:
+def psnr_per_frame(prediction: Tensor, truth: Tensor) -> Tensor:
     """PSNR in dB for a peak of 1, `[N, T]`; identical frames give `PSNR_CAP_DB`."""
-    _check_pair(prediction, truth)
-    pixels = np.prod(prediction.shape[2:])
-    pixel_mse = mse_per_frame(prediction, truth) / pixels
-    return -10.0 * np.log10(np.maximum(pixel_mse, PSNR_MSE_FLOOR))
+    pixel_mse = mse_per_frame(prediction, truth) / math.prod(prediction.shape[2:])
+    return -10.0 * torch.log10(pixel_mse.clamp(min=PSNR_MSE_FLOOR))
 
 
-def ssim_per_frame(prediction: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """SSIM of each frame, `[N, T]` (scikit-image defaults: 7x7 uniform window)."""
+def quantize_like_predrnn(frames: Tensor) -> Tensor:
+    """`np.uint8(frames * 255)` of float32 frames in [0, 1]: the product in float32, then
+    truncated (so a float32 u/255 can come back as u - 1, exactly as in their code)."""
+    return torch.floor(frames.float() * 255.0)
+
+
+def ssim_per_frame(prediction: Tensor, truth: Tensor, convention: SSIMConvention) -> Tensor:
+    """Mean SSIM of each frame, `[N, T]`, as scikit-image's `structural_similarity` with a
+    `SSIM_WINDOW` uniform window computes it (float64; channels averaged)."""
     _check_pair(prediction, truth)
-    clips, frames, channels = prediction.shape[:3]
-    scores = np.empty((clips, frames))
-    for clip in range(clips):
-        for frame in range(frames):
-            predicted = prediction[clip, frame].astype(np.float64)
-            true = truth[clip, frame].astype(np.float64)
-            if channels == 1:
-                scores[clip, frame] = structural_similarity(predicted[0], true[0], data_range=1.0)
-            else:
-                scores[clip, frame] = structural_similarity(
-                    predicted, true, data_range=1.0, channel_axis=0
-                )
-    return scores
+    clips, frames, channels, height, width = prediction.shape
+    if min(height, width) < SSIM_WINDOW:
+        raise ValueError(f"SSIM needs frames of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels")
+    if convention.quantize:
+        prediction, truth = quantize_like_predrnn(prediction), quantize_like_predrnn(truth)
+    x = prediction.double().reshape(-1, 1, height, width)
+    y = truth.double().reshape(-1, 1, height, width)
+
+    def local_mean(image: Tensor) -> Tensor:
+        # Only window positions fully inside the frame: what scikit-image keeps after
+        # cropping (win - 1) / 2 pixels at each border, whatever its padding mode.
+        return F.avg_pool2d(image, SSIM_WINDOW, stride=1)
+
+    mean_x, mean_y = local_mean(x), local_mean(y)
+    covariance_norm = SSIM_WINDOW**2 / (SSIM_WINDOW**2 - 1)
+    var_x = covariance_norm * (local_mean(x * x) - mean_x * mean_x)
+    var_y = covariance_norm * (local_mean(y * y) - mean_y * mean_y)
+    cov_xy = covariance_norm * (local_mean(x * y) - mean_x * mean_y)
+    c1 = (SSIM_K1 * convention.data_range) ** 2
+    c2 = (SSIM_K2 * convention.data_range) ** 2
+    ssim_map = ((2 * mean_x * mean_y + c1) * (2 * cov_xy + c2)) / (
+        (mean_x * mean_x + mean_y * mean_y + c1) * (var_x + var_y + c2)
+    )
+    return ssim_map.mean(dim=(1, 2, 3)).reshape(clips, frames, channels).mean(dim=2)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One stored metric: its label, direction and convention (one line for the report)."""
+
+    label: str
+    lower_is_better: bool
+    convention: str
+
+
+METRICS: dict[str, Metric] = {
+    "mse": Metric(
+        "MSE",
+        True,
+        "squared error summed over C×H×W per frame, prediction clamped to [0, 1] (SeeMore/PredRNN)",
+    ),
+    "mae": Metric(
+        "MAE",
+        True,
+        "absolute error summed over C×H×W per frame, prediction clamped to [0, 1] "
+        "(SeeMore/PredRNN)",
+    ),
+    "ssim": Metric(
+        "SSIM",
+        False,
+        "scikit-image SSIM on uint8 frames truncated from 255·x, data_range 255 (= 1 on "
+        "[0, 1] frames), 7×7 uniform window (SeeMore/PredRNN)",
+    ),
+    "psnr": Metric(
+        "PSNR",
+        False,
+        "10·log10(1 / per-pixel MSE) per frame on the clamped prediction, MSE floored at "
+        f"1e-10 ({PSNR_CAP_DB:.0f} dB cap) (OpenSTL's formula)",
+    ),
+    "lpips": Metric(
+        "LPIPS",
+        True,
+        "lpips AlexNet v0.1, clamped prediction mapped to [-1, 1], gray replicated to RGB "
+        "(OpenSTL)",
+    ),
+    "mse_unclamped": Metric(
+        "MSE unclamped",
+        True,
+        "squared error summed over C×H×W per frame on the raw prediction (OpenSTL)",
+    ),
+    "mae_unclamped": Metric(
+        "MAE unclamped",
+        True,
+        "absolute error summed over C×H×W per frame on the raw prediction (OpenSTL)",
+    ),
+    "ssim_openstl": Metric(
+        "SSIM OpenSTL",
+        False,
+        "scikit-image ≤ 0.19.3 SSIM on float frames without data_range, i.e. data_range 2, "
+        "clamped prediction, 7×7 uniform window (OpenSTL)",
+    ),
+}
+
+
+def frame_metrics(raw: Tensor, truth: Tensor) -> dict[str, Tensor]:
+    """Every metric of `METRICS` but LPIPS, `[N, T]` each, from the raw prediction."""
+    clamped = raw.clamp(0.0, 1.0)
+    return {
+        "mse": mse_per_frame(clamped, truth),
+        "mae": mae_per_frame(clamped, truth),
+        "ssim": ssim_per_frame(clamped, truth, SSIM_CONVENTIONS["predrnn"]),
+        "psnr": psnr_per_frame(clamped, truth),
+        "mse_unclamped": mse_per_frame(raw, truth),
+        "mae_unclamped": mae_per_frame(raw, truth),
+        "ssim_openstl": ssim_per_frame(clamped, truth, SSIM_CONVENTIONS["openstl"]),
+    }
+
+
+# Which stored key each reference's published metric is compared with; a metric a
+# reference computes differently from every stored key is absent (with the reason).
+REFERENCE_CONVENTIONS: dict[str, dict[str, str]] = {
+    "openstl": {
+        "mse": "mse_unclamped",
+        "mae": "mae_unclamped",
+        "ssim": "ssim_openstl",
+        "psnr": "psnr",
+        "lpips": "lpips",
+    },
+    "predrnn": {"mse": "mse", "mae": "mae", "ssim": "ssim"},
+}
+REFERENCE_RESIDUALS = {
+    "openstl": (
+        "OpenSTL's scikit-image 0.19 computes SSIM in float32 for float32 input (seemore: "
+        "float64); its PSNR of an exactly reproduced frame is infinite (seemore: 100 dB)."
+    ),
+    "predrnn": (
+        "The SeeMore/PredRNN code computes PSNR on the truncated uint8 frames and feeds "
+        "LPIPS [0, 1] frames instead of [-1, 1]; seemore stores neither variant."
+    ),
+}
 
 
 def alexnet_weights_path() -> Path:
@@ -107,28 +264,27 @@ class LPIPSScorer:
         self.device = device
 
     @torch.inference_mode()
-    def __call__(
-        self, prediction: np.ndarray, truth: np.ndarray, batch_size: int = 64
-    ) -> np.ndarray:
-        """LPIPS of each frame, `[N, T]`."""
+    def __call__(self, prediction: Tensor, truth: Tensor, batch_size: int = 256) -> Tensor:
+        """LPIPS of each frame, `[N, T]` (float64, on the scorer's device), in batches of
+        `batch_size` frames."""
         _check_pair(prediction, truth)
-        clips, frames, channels, height, width = prediction.shape
-        flat_prediction = prediction.reshape(clips * frames, channels, height, width)
-        flat_truth = truth.reshape(clips * frames, channels, height, width)
-        scores = []
-        for start in range(0, len(flat_prediction), batch_size):
-            pair = [
-                self._as_lpips_input(part[start : start + batch_size])
-                for part in (flat_prediction, flat_truth)
-            ]
-            scores.append(self.network(*pair).flatten().float().cpu().numpy())
-        return np.concatenate(scores).astype(np.float64).reshape(clips, frames)
+        clips, frames = prediction.shape[:2]
+        flat_prediction = prediction.flatten(0, 1)
+        flat_truth = truth.flatten(0, 1)
+        scores = [
+            self.network(
+                self._as_lpips_input(flat_prediction[start : start + batch_size]),
+                self._as_lpips_input(flat_truth[start : start + batch_size]),
+            ).flatten()
+            for start in range(0, len(flat_prediction), batch_size)
+        ]
+        return torch.cat(scores).double().reshape(clips, frames)
 
-    def _as_lpips_input(self, images: np.ndarray) -> torch.Tensor:
-        tensor = torch.as_tensor(np.asarray(images, dtype=np.float32), device=self.device)
-        if tensor.shape[1] == 1:
-            tensor = tensor.expand(-1, 3, -1, -1)
-        return tensor * 2.0 - 1.0
+    def _as_lpips_input(self, images: Tensor) -> Tensor:
+        images = images.to(self.device, torch.float32)
+        if images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)
+        return images * 2.0 - 1.0
 
 
 def check_lpips_available(channels: int) -> None:
@@ -139,19 +295,92 @@ def check_lpips_available(channels: int) -> None:
         )
     weights = alexnet_weights_path()
     if not weights.is_file():
+        failure = weights.with_name(weights.name + FETCH_FAILURE_SUFFIX)
+        why = (
+            f"`seemore fetch-weights` failed: {failure.read_text().strip()}"
+            if failure.is_file()
+            else "run `seemore fetch-weights` with a network to put them there"
+        )
         raise MetricUnavailable(
             f"AlexNet weights {ALEXNET_WEIGHTS} not found in {weights.parent} (torch hub "
-            "cache, $TORCH_HOME); put them there to compute LPIPS (nothing is downloaded)"
+            f"cache, $TORCH_HOME); {why}"
         )
     if not sha256_file(weights).startswith(ALEXNET_SHA256_PREFIX):
         raise MetricUnavailable(
             f"{weights}: SHA-256 does not start with {ALEXNET_SHA256_PREFIX}; the file is "
-            "corrupt or not torchvision's AlexNet weights"
+            "corrupt or not torchvision's AlexNet weights (delete it and run "
+            "`seemore fetch-weights`)"
         )
     if not lpips_linear_weights_path().is_file():
         raise MetricUnavailable(
             f"the lpips package lacks its linear-layer weights {lpips_linear_weights_path()}"
         )
+
+
+def check_alexnet_state(path: Path) -> None:
+    """Refuse a file that is not an AlexNet state dict (every `features.*` tensor of
+    torchvision's AlexNet, with its shape), loading it without running code."""
+    import torchvision
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # any unreadable file is refused the same way
+        raise MetricUnavailable(f"{path}: not a readable PyTorch state dict ({error})") from None
+    with torch.device("meta"):
+        expected = torchvision.models.alexnet().features.state_dict()
+    for name, tensor in expected.items():
+        found = state.get(f"features.{name}") if isinstance(state, dict) else None
+        if not isinstance(found, Tensor) or found.shape != tensor.shape:
+            raise MetricUnavailable(
+                f"{path}: features.{name} missing or of the wrong shape; not AlexNet weights"
+            )
+
+
+def fetch_weights(url: str, target: Path, sha256_prefix: str, timeout: float) -> Path:
+    """Download `url` to `target`, streamed to a temp file beside it, and move it into place
+    only when its SHA-256 starts with `sha256_prefix` (torchvision's check) and it holds
+    AlexNet's features. A valid `target` already there is kept without any download; on
+    failure nothing is left and the reason is written beside `target` (for evaluation)."""
+    failure = target.with_name(target.name + FETCH_FAILURE_SUFFIX)
+    try:
+        if target.is_file() and sha256_file(target).startswith(sha256_prefix):
+            check_alexnet_state(target)
+        else:
+            _download_verified(url, target, sha256_prefix, timeout)
+    except MetricUnavailable as error:
+        failure.parent.mkdir(parents=True, exist_ok=True)
+        failure.write_text(f"{error}\n")
+        raise
+    failure.unlink(missing_ok=True)
+    return target
+
+
+def _download_verified(url: str, target: Path, sha256_prefix: str, timeout: float) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    temp = Path(temp_name)
+    try:
+        digest = hashlib.sha256()
+        try:
+            with (
+                os.fdopen(handle, "wb") as out,
+                urllib.request.urlopen(url, timeout=timeout) as response,
+            ):
+                while chunk := response.read(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+        except (OSError, ValueError) as error:  # URLError, timeouts and ENOSPC are OSErrors
+            raise MetricUnavailable(f"{url}: download failed ({error})") from None
+        if not digest.hexdigest().startswith(sha256_prefix):
+            raise MetricUnavailable(
+                f"{url}: SHA-256 {digest.hexdigest()} does not start with the published "
+                f"{sha256_prefix}; nothing was kept"
+            )
+        check_alexnet_state(temp)
+        os.chmod(temp, 0o644)
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 def _load_strict(module: torch.nn.Module, state: dict, source: Path) -> None:

@@ -45,8 +45,14 @@ def write_run(
     frame_size: int = SIZE,
     parameters: int = 123_456,
     latency: float = 0.004,
+    protocol: str | None = "openstl",
+    recipe: str | None = "openstl_mmnist",
+    checkpoint: dict[str, object] | None = None,
+    both_conventions: bool = True,
 ) -> Path:
-    """One evaluated run with per-frame curves, samples and a training log."""
+    """One evaluated run with per-frame curves, samples and a training log (with
+    validation rows). `protocol`/`recipe`/`checkpoint` None and `both_conventions` False
+    write a record as older versions did, without those fields."""
     rng = np.random.default_rng(1000 * seed + len(variant) + len(backbone))
     level = base_mse * VARIANT_FACTOR.get(variant, 1.0) * (1 + 0.02 * rng.standard_normal())
     frames = np.arange(1, horizon + 1)
@@ -56,6 +62,10 @@ def write_run(
         "ssim": 0.95 - 0.01 * frames * (level / base_mse),
         "psnr": 25 - 0.3 * frames * (level / base_mse),
     }
+    if both_conventions:
+        per_frame["mse_unclamped"] = 1.01 * per_frame["mse"]
+        per_frame["mae_unclamped"] = 1.01 * per_frame["mae"]
+        per_frame["ssim_openstl"] = per_frame["ssim"] + 0.02
     if lpips_reason is None:
         per_frame["lpips"] = 0.05 + 0.01 * frames * (level / base_mse)
     clips = np.stack([moving_square(c, input_frames + horizon, size=frame_size) for c in range(3)])
@@ -87,6 +97,9 @@ def write_run(
             "description": description,
         },
         "horizon": {"input_frames": input_frames, "output_frames": horizon},
+        **({} if protocol is None else {"protocol": protocol}),
+        **({} if recipe is None else {"recipe": recipe}),
+        **({} if checkpoint is None else {"checkpoint": checkpoint}),
         "provenance": {
             "params_hash": f"hash{seed}{variant}",
             "seed": seed,
@@ -115,16 +128,22 @@ def write_run(
     return directory
 
 
+VALIDATION_EVERY = 10
+
+
 def write_train_log(path: Path, variant: str, seed: int) -> None:
-    """step, stage, loss (decaying), and for LMA variants `rate/<level>` columns."""
+    """step, stage, loss (decaying), `val_mse` every VALIDATION_EVERY steps (empty
+    otherwise), and for LMA variants `rate/<level>` columns."""
     with_rates = variant in ("lma", "seemore")
-    columns = ["step", "stage", "loss"] + [f"rate/{level}" for level in LMA_LEVELS] * with_rates
+    columns = ["step", "stage", "loss", "val_mse"]
+    columns += [f"rate/{level}" for level in LMA_LEVELS] * with_rates
     with path.open("w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(columns)
         for step in range(0, 30):
             stage = 1 if step < 20 else 2
-            row = [step, stage, 0.1 * np.exp(-step / 10) + 0.01 + 0.001 * seed]
+            validation = 40 * np.exp(-step / 20) + 5 if step % VALIDATION_EVERY == 0 else ""
+            row = [step, stage, 0.1 * np.exp(-step / 10) + 0.01 + 0.001 * seed, validation]
             if with_rates:
                 row += [1e-4 * (1 + index) * (1 + step / 30) for index in range(len(LMA_LEVELS))]
                 if stage == 1:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,9 +15,19 @@ import torch
 from torch import Tensor
 
 from seemore.backbones.base import Backbone, BackboneConfig, BackboneKind, ClipGeometry, Output
+from seemore.backbones.convlstm import ConvLSTM, ConvLSTMConfig
 from seemore.config import EvaluationConfig
-from seemore.evaluate import evaluate, write_evaluation
+from seemore.data.moving_mnist import MovingMNIST, MovingMNISTConfig
+from seemore.evaluate import (
+    METRIC_NAMES,
+    EvaluationJob,
+    RunIdentity,
+    evaluate,
+    run_evaluation,
+    write_evaluation,
+)
 from seemore.metrics import ALEXNET_WEIGHTS
+from seemore.train import load_inference_model, save_inference_model
 
 INPUT_FRAMES = 3
 TOTAL_FRAMES = 7
@@ -162,7 +175,10 @@ def test_write_evaluation_files(no_lpips_weights: Path, tmp_path: Path) -> None:
 
     with (out / "per_frame.csv").open() as file:
         rows = list(csv.DictReader(file))
-    assert list(rows[0]) == ["frame", "mse", "mae", "ssim", "psnr", "lpips"]
+    assert list(rows[0]) == [
+        "frame", "mse", "mae", "ssim", "psnr", "lpips",
+        "mse_unclamped", "mae_unclamped", "ssim_openstl",
+    ]  # fmt: skip
     assert [int(row["frame"]) for row in rows] == [1, 2, 3, 4]
     assert all(row["lpips"] == "" for row in rows)
     np.testing.assert_allclose([float(r["mse"]) for r in rows], result.per_frame["mse"])
@@ -174,3 +190,182 @@ def test_write_evaluation_files(no_lpips_weights: Path, tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="metrics"):
         write_evaluation(result, out, {"metrics": {}})
+
+
+def test_predictions_outside_the_unit_range_are_scored_in_both_conventions(
+    no_lpips_weights: Path,
+) -> None:
+    """Raw predictions overshoot by 5: OpenSTL's MSE/MAE see the overshoot, the clamped
+    SeeMore/PredRNN ones do not; both SSIM conventions are stored."""
+    clips = ramp_clips(2)
+    config = EvaluationConfig(batch_size=1, samples=0, lpips=False)
+    result = evaluate(
+        CopyLastFrame(geometry(), offset=5.0), clips, INPUT_FRAMES, config, torch.device("cpu")
+    )
+    truth = clips[:, INPUT_FRAMES:].astype(np.float64) / 255
+    last_input = clips[:, INPUT_FRAMES - 1 : INPUT_FRAMES].astype(np.float64) / 255
+    k = np.arange(1, 5)[None, :, None, None, None]
+    raw = last_input + 5.0 * k  # the offset accumulates over the fed-back predictions
+    np.testing.assert_allclose(
+        result.per_frame["mse_unclamped"],
+        ((raw - truth) ** 2).sum(axis=(2, 3, 4)).mean(axis=0),
+        rtol=1e-5,
+    )
+    np.testing.assert_allclose(
+        result.per_frame["mae_unclamped"],
+        np.abs(raw - truth).sum(axis=(2, 3, 4)).mean(axis=0),
+        rtol=1e-5,
+    )
+    assert set(result.per_frame) == set(METRIC_NAMES) - {"lpips"}
+    assert np.all(result.per_frame["ssim_openstl"] != result.per_frame["ssim"])
+
+
+# --- run_evaluation: a prepared workspace and a model file as training writes them ---------
+
+DATA = MovingMNISTConfig(input_frames=3, output_frames=4, image_size=16, test_clips=5)
+MODEL = ConvLSTMConfig(num_hidden=[3, 4], filter_size=3, patch_size=2)
+IDENTITY = RunIdentity("moving_mnist", "convlstm", "seemore", 1, "hash-of-stage-two")
+
+
+def save_model(path: Path, **overrides: object) -> None:
+    torch.manual_seed(0)
+    network = ConvLSTM(MODEL, MovingMNIST.geometry(DATA))
+    names = {
+        "backbone_name": IDENTITY.backbone,
+        "backbone": MODEL,
+        "params_hash": IDENTITY.params_hash,
+        "variant_name": IDENTITY.variant,
+        "seed": IDENTITY.seed,
+        **overrides,
+    }
+    stats = {"stage2": {"steps": 3, "seconds": 1.5, "seconds_per_step": 0.5}}
+    save_inference_model(network, SimpleNamespace(**names), stats, path)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("prepared") / "moving_mnist"
+    MovingMNIST.prepare(DATA, out.parent / "raw", out)
+    return out
+
+
+@pytest.fixture
+def workspace(prepared: Path, tmp_path: Path, no_lpips_weights: Path) -> SimpleNamespace:
+    data_dir = tmp_path / "prepared"
+    shutil.copytree(prepared, data_dir)
+    run_dir = tmp_path / "results" / "seed1"
+    run_dir.mkdir(parents=True)
+    save_model(run_dir / "model.pt")
+    job = EvaluationJob(
+        identity=IDENTITY,
+        benchmark=MovingMNIST,
+        data=DATA,
+        evaluation=EvaluationConfig(batch_size=2, samples=1, lpips=True),
+        prepared_dir=data_dir,
+        model_path=run_dir / "model.pt",
+        out_dir=run_dir,
+        device=torch.device("cpu"),
+        preset="embedded",
+        recipe="seemore_authors",
+        selected_checkpoint="best",
+        evaluation_hash="hash-of-evaluation",
+    )
+    return SimpleNamespace(job=job, data_dir=data_dir, run_dir=run_dir)
+
+
+def evaluate_workspace(workspace: SimpleNamespace) -> Path:
+    network, saved = load_inference_model(workspace.job.model_path)
+    return run_evaluation(workspace.job, network, saved)
+
+
+def test_run_evaluation_records_what_was_scored(workspace: SimpleNamespace) -> None:
+    path = evaluate_workspace(workspace)
+    record = json.loads(path.read_text())
+    model_bytes = (workspace.run_dir / "model.pt").read_bytes()
+    assert record["provenance"]["params_hash"] == IDENTITY.params_hash
+    assert record["provenance"]["model_sha256"] == hashlib.sha256(model_bytes).hexdigest()
+    assert record["provenance"]["evaluation_hash"] == "hash-of-evaluation"
+    assert record["recipe"] == "seemore_authors"
+    assert record["checkpoint"]["selected"] == "best" and record["checkpoint"]["file"] == "model.pt"
+    assert record["horizon"] == {"input_frames": 3, "output_frames": 4}
+    assert record["test_clips"] == 5 and record["data"]["stand_in"] is True
+    assert set(record["metrics"]) == set(METRIC_NAMES)
+    assert set(record["metric_conventions"]) == set(METRIC_NAMES)
+    assert record["reference_conventions"]["openstl"]["ssim"] == "ssim_openstl"
+    assert record["metrics"]["lpips"] is None and ALEXNET_WEIGHTS in record["unavailable"]["lpips"]
+    assert record["cost"]["train_seconds_per_step"] == {"stage2": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            {"params_hash": "another-hash"},
+            "params_hash is 'another-hash', expected 'hash-of-stage-two'",
+        ),
+        ({"seed": 2}, "seed is 2, expected 1"),
+        ({"variant_name": "baseline"}, "variant is 'baseline', expected 'seemore'"),
+    ],
+)
+def test_a_model_of_another_run_is_refused(
+    workspace: SimpleNamespace, override: dict[str, object], message: str
+) -> None:
+    save_model(workspace.run_dir / "model.pt", **override)
+    with pytest.raises(ValueError, match=message) as error:
+        evaluate_workspace(workspace)
+    assert str(workspace.run_dir / "model.pt") in str(error.value)
+    assert not (workspace.run_dir / "metrics.json").exists()
+
+
+def rewrite_test_split(data_dir: Path, change: str) -> None:
+    path = data_dir / "test.npy"
+    clips = np.load(path)
+    if change == "float32 holding 0..255":
+        clips = clips.astype(np.float32)
+    elif change == "float16 above 1":
+        clips = (clips.astype(np.float16) / 255 * 1.5).astype(np.float16)
+    elif change == "shorter clips":
+        clips = clips[:, :5]
+    elif change == "other frame size":
+        clips = np.ascontiguousarray(clips[..., :8, :8])
+    np.save(path, clips)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("float32 holding 0..255", r"dtype float32; expected uint8 \(0..255\) or float16"),
+        ("float16 above 1", r"values from 0 to 1\.\d+ in clips 0..4; expected float values in"),
+        ("shorter clips", r"shape \(5, 1, 16, 16\).*expected \(7, 1, 16, 16\): 3 input \+ 4"),
+        ("other frame size", r"shape \(7, 1, 8, 8\).*expected \(7, 1, 16, 16\)"),
+    ],
+)  # fmt: skip
+def test_test_data_of_the_wrong_dtype_range_or_length_is_refused(
+    workspace: SimpleNamespace, change: str, message: str
+) -> None:
+    rewrite_test_split(workspace.data_dir, change)
+    with pytest.raises(ValueError, match=message) as error:
+        evaluate_workspace(workspace)
+    assert str(workspace.data_dir / "test.npy") in str(error.value)
+    assert not (workspace.run_dir / "metrics.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("source", "download", "source is 'download', but params.yaml says 'embedded'"),
+        ("image_size", 64, "image_size is 64, but test.npy has frames of width 16"),
+        ("counts", {"test_clips": 9}, "counts.test_clips is 9, but test.npy holds 5 clips"),
+    ],
+)
+def test_metadata_that_disagrees_with_the_data_is_refused(
+    workspace: SimpleNamespace, key: str, value: object, message: str
+) -> None:
+    meta_path = workspace.data_dir / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta[key] = value
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=message) as error:
+        evaluate_workspace(workspace)
+    assert str(meta_path) in str(error.value) and "re-run `seemore prepare`" in str(error.value)
+    assert not (workspace.run_dir / "metrics.json").exists()

@@ -308,7 +308,8 @@ def test_openstl_and_subject_protocols_differ_as_documented(tmp_path: Path) -> N
         "clip_stride applies to protocol 'subject'; OpenSTL's lists fix the windows"
     ]
     write_official_videos(tmp_path / "h36m", {"S1": 12, "S5": 9, "S8": 16, "S9": 8, "S11": 10})
-    with pytest.raises(DataError, match=r"images: missing; protocol 'openstl' reads"):
+    licensed = r"images: missing; Human3.6M is licensed .* protocol 'openstl' reads"
+    with pytest.raises(DataError, match=licensed):
         BENCHMARK.prepare(openstl(root=str(tmp_path / "h36m")), tmp_path / "raw", tmp_path / "o")
     BENCHMARK.prepare(config(root=str(tmp_path / "h36m")), tmp_path / "raw", tmp_path / "out")
     meta = load_meta(tmp_path / "out")

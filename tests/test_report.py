@@ -13,11 +13,11 @@ import pytest
 from fixtures_results import write_ablation, write_run
 from scipy import stats
 
+from seemore.evaluate import METRIC_NAMES
 from seemore.report import render_report
-from seemore.report.render import format_mean_std
+from seemore.report.render import PROTOCOLS_DOC, format_mean_std, format_value
 from seemore.report.stats import paired_relative_change
 
-METRICS = ("mse", "mae", "ssim", "psnr", "lpips")
 SEEDS = (0, 1, 2)
 
 
@@ -44,6 +44,8 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         input_frames=10,
         horizon=20,
         frame_size=128,
+        recipe="openstl_kth",
+        checkpoint={"selected": "best", "step": 20},
     )
     render_report(results, root / "reports")
     return {
@@ -54,11 +56,13 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     }
 
 
-def metric_values(results: Path, dataset: str, backbone: str, variant: str) -> dict[int, float]:
+def metric_values(
+    results: Path, dataset: str, backbone: str, variant: str, metric: str = "mse"
+) -> dict[int, float]:
     values = {}
     for path in sorted((results / dataset / backbone / variant).glob("seed*/metrics.json")):
         record = json.loads(path.read_text())
-        values[record["seed"]] = record["metrics"]["mse"]
+        values[record["seed"]] = record["metrics"][metric]
     return values
 
 
@@ -154,7 +158,20 @@ def test_published_numbers_only_for_real_data_with_the_paper_preset(report: dict
     kth = dataset_section(report["html"], "kth")
     assert "Real data, paper preset." in kth
     assert "Published reference" in kth
-    assert "PredRNN.V2 (100 epochs, 10→20, 128×128): MSE 39.57" in kth
+    # Like with like: each published value beside our baseline in OpenSTL's convention.
+    ours = {
+        metric: format_value(
+            metric, metric_values(report["results"], "kth", "predrnn_v2", "baseline", metric)[0]
+        )
+        for metric in ("mse_unclamped", "ssim_openstl", "psnr", "lpips")
+    }
+    assert (
+        "PredRNN.V2 (100 epochs, 10→20, 128×128, openstl convention): "
+        f"MSE 39.57 (our baseline: {ours['mse_unclamped']}, MSE unclamped)"
+    ) in kth
+    assert f"SSIM 0.9099 (our baseline: {ours['ssim_openstl']}, SSIM OpenSTL)" in kth
+    assert f"PSNR 28.01 (our baseline: {ours['psnr']}, PSNR)" in kth
+    assert f"LPIPS 0.2148 (our baseline: {ours['lpips']}, LPIPS)" in kth
     assert "OpenSTL model zoo" in kth
 
 
@@ -202,7 +219,7 @@ def test_best_value_per_column_is_marked(report: dict) -> None:
     assert format_mean_std("mse", np.mean(values), np.std(values, ddof=1)) in [
         text.strip() for text in starred
     ]
-    assert len(starred) == 4  # one per column that has values (LPIPS has none)
+    assert len(starred) == len(METRIC_NAMES) - 1  # one per column with values (not LPIPS)
 
 
 def test_csv_is_tidy(report: dict) -> None:
@@ -214,9 +231,9 @@ def test_csv_is_tidy(report: dict) -> None:
     keys = [(r["dataset"], r["backbone"], r["variant"], r["seed"], r["metric"]) for r in rows]
     assert len(keys) == len(set(keys))
     # Every grid cell appears, done or not: 2 x 4 x 3 Moving MNIST + 1 x 2 x 1 KTH runs.
-    assert len(rows) == (2 * 4 * 3 + 2) * len(METRICS)
+    assert len(rows) == (2 * 4 * 3 + 2) * len(METRIC_NAMES)
     for row in rows:
-        assert row["metric"] in METRICS
+        assert row["metric"] in METRIC_NAMES
         assert (row["value"] == "") != (row["missing_reason"] == "")
         if row["value"]:
             float(row["value"])
@@ -229,31 +246,129 @@ def test_csv_is_tidy(report: dict) -> None:
 def test_page_is_self_contained_with_plots_and_strips(report: dict) -> None:
     html = report["html"]
     external = re.findall(r'(?:src|href)="(?!data:|#)([^"]*)"', html)
-    assert external == []
+    # Only the link to the protocol table beside the repo's reports/ (nothing is loaded).
+    assert set(external) == {PROTOCOLS_DOC} and PROTOCOLS_DOC == "../docs/protocols.md"
     assert "url(" not in html and "@import" not in html
     mnist = dataset_section(html, "moving_mnist")
     for caption in (
         "Per-frame MSE against horizon",
         "Per-frame SSIM against horizon",
+        "Validation MSE during training",
         "Training loss",
         "LMA: learned rate per level over training",
         "Qualitative samples",
         "|prediction − truth|",
     ):
         assert caption in mnist
-    assert mnist.count('src="data:image/png;base64,') >= 4 + 2 * 2 * (2 + 2 * 4)
-    assert "MSE and MAE: squared / absolute error summed over the C×H×W values" in html
+    assert mnist.count('src="data:image/png;base64,') >= 5 + 2 * 2 * (2 + 2 * 4)
+    assert "MSE: squared error summed over C×H×W per frame, prediction clamped" in html
+    assert "MSE unclamped: squared error summed over C×H×W per frame on the raw" in html
     assert "Provenance" in html and "0123abcd" in html and "torch 2.14.1" in html
 
 
-def test_cost_table_shows_inference_parity(report: dict, tmp_path: Path) -> None:
+def test_cost_table_shows_architecture_parity_not_per_job_latency(
+    report: dict, tmp_path: Path
+) -> None:
     mnist = dataset_section(report["html"], "moving_mnist")
     assert "same parameters and FLOPs" in mnist
     assert "architecture differs" not in mnist
+    # Per-job latencies were measured beside other jobs: labelled as such, never a ratio.
+    assert "Inference s/clip (per job, shared cores)" in mnist
+    assert "× baseline" not in report["html"]
+    assert "parity (controlled measurement):</strong>\nnot measured for this dataset" in mnist
     write_run(tmp_path / "results", "d", "b", "baseline", 0, parameters=100)
     write_run(tmp_path / "results", "d", "b", "seemore", 0, parameters=200)
     render_report(tmp_path / "results", tmp_path / "reports")
     assert "architecture differs" in (tmp_path / "reports" / "ablation.html").read_text()
+
+
+def test_latency_parity_comes_from_the_controlled_measurement_with_its_conditions(
+    tmp_path: Path,
+) -> None:
+    benchmark = {
+        "params": "seemore/presets/embedded.yaml",
+        "dataset": "moving_mnist",
+        "backbone": "predrnn_v2",
+        "batch_size": 4,
+        "repeats": 30,
+        "threads": 1,
+        "device": "cpu",
+        "torch": "2.14.1",
+        "median_seconds": {"baseline": 0.0499, "seemore": 0.0525},
+        "ratio_seemore_over_baseline": 1.0531,
+    }
+    (tmp_path / "latency.json").write_text(json.dumps(benchmark))
+    write_ablation(tmp_path / "results", backbones=("predrnn_v2",), seeds=(0,))
+    render_report(tmp_path / "results", tmp_path / "reports", tmp_path / "latency.json")
+    html = (tmp_path / "reports" / "ablation.html").read_text()
+    assert (
+        "predrnn_v2: baseline 0.0499 s, SeeMore 0.0525 s per forward (ratio 1.053); both "
+        "networks timed in one process, interleaved, median of 30 runs after a warm-up, "
+        "batch 4, cpu, 1 thread(s), torch 2.14.1"
+    ) in html
+
+
+def test_runs_show_protocol_recipe_and_checkpoint_or_say_not_recorded(report: dict) -> None:
+    kth = dataset_section(report["html"], "kth")
+    row = re.search(r"<tr><td>predrnn_v2 / seemore / seed 0</td>(.*?)</tr>", kth)
+    assert row is not None
+    assert re.findall(r"<td>([^<]*)</td>", row.group(1)) == [
+        "openstl", "openstl_kth", "best (step 20)",
+    ]  # fmt: skip
+    mnist = dataset_section(report["html"], "moving_mnist")
+    row = re.search(r"<tr><td>predrnn_v2 / baseline / seed 0</td>(.*?)</tr>", mnist)
+    assert row is not None and row.group(1).endswith("<td>not recorded</td>")
+    assert f'<a href="{PROTOCOLS_DOC}">docs/protocols.md</a>' in mnist
+
+
+def test_older_results_without_the_new_fields_render_as_not_recorded(tmp_path: Path) -> None:
+    for variant in ("baseline", "seemore"):
+        write_run(
+            tmp_path / "results", "kth", "predrnn_v2", variant, 0,
+            stand_in=False, preset="paper", input_frames=10, horizon=20, frame_size=128,
+            protocol=None, recipe=None, both_conventions=False,
+        )  # fmt: skip
+    render_report(tmp_path / "results", tmp_path / "reports")
+    html = (tmp_path / "reports" / "ablation.html").read_text()
+    row = re.search(r"<tr><td>predrnn_v2 / seemore / seed 0</td>(.*?)</tr>", html)
+    assert row is not None
+    assert re.findall(r"<td>([^<]*)</td>", row.group(1)) == ["not recorded"] * 3
+    assert "ssim_openstl not recorded" in html
+    # The published value has nothing of its own convention to stand beside.
+    assert "MSE 39.57 (our baseline: not recorded, MSE unclamped)" in html
+
+
+def test_published_numbers_need_the_reference_protocol(tmp_path: Path) -> None:
+    for variant in ("baseline", "seemore"):
+        write_run(
+            tmp_path / "results", "kth", "predrnn_v2", variant, 0,
+            stand_in=False, preset="paper", input_frames=10, horizon=20, frame_size=128,
+            protocol="avi",
+        )  # fmt: skip
+    render_report(tmp_path / "results", tmp_path / "reports")
+    assert "Published reference" not in (tmp_path / "reports" / "ablation.html").read_text()
+
+
+def test_both_ssim_conventions_are_shown_with_their_definitions(report: dict) -> None:
+    mnist = dataset_section(report["html"], "moving_mnist")
+    for metric in ("ssim", "ssim_openstl"):
+        values = list(
+            metric_values(report["results"], "moving_mnist", "predrnn_v2", "bdn", metric).values()
+        )
+        assert format_mean_std(metric, np.mean(values), np.std(values, ddof=1)) in mnist
+    assert 'title="scikit-image ≤ 0.19.3 SSIM on float frames without data_range' in mnist
+    assert ">SSIM OpenSTL ↑</th>" in mnist and ">SSIM ↑</th>" in mnist
+
+
+def test_the_validation_curve_is_plotted_only_with_validation_rows(tmp_path: Path) -> None:
+    directory = write_run(tmp_path / "results", "d", "b", "baseline", 0)
+    log = (directory / "train_log.csv").read_text().splitlines()
+    without = [",".join(line.split(",")[:3] + line.split(",")[4:]) for line in log]
+    (directory / "train_log.csv").write_text("\n".join(without) + "\n")
+    render_report(tmp_path / "results", tmp_path / "reports")
+    html = (tmp_path / "reports" / "ablation.html").read_text()
+    assert "Validation MSE during training (every seed; ○ the checkpoint scored on the " in html
+    assert "test split): no run has the data for it" in html
 
 
 def test_without_lma_runs_the_rate_plot_says_why(tmp_path: Path) -> None:

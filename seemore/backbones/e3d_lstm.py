@@ -31,7 +31,7 @@ from seemore.backbones.stepwise import (
     layer_levels,
     levels_by_prefix,
 )
-from seemore.config import PositiveInt
+from seemore.schema import PositiveInt
 
 # The spatiotemporal memory's forget gate starts biased open, as in the reference code.
 FORGET_BIAS = 1.0
@@ -152,6 +152,7 @@ class E3DCarry(NamedTuple):
 
 @BACKBONES.register("e3d_lstm")
 class E3DLSTM(StepwiseBackbone):
+    description = "E3D-LSTM (Wang et al., 2019): 3D-conv LSTM with eidetic self-attention memory"
     config_class = E3DLSTMConfig
     config: E3DLSTMConfig
 

@@ -30,7 +30,7 @@ from seemore.backbones.stepwise import (
     layer_levels,
     levels_by_prefix,
 )
-from seemore.config import PositiveInt
+from seemore.schema import PositiveInt
 
 LEAKY_SLOPE = 0.2
 
@@ -118,6 +118,7 @@ class MAUCarry(NamedTuple):
 
 @BACKBONES.register("mau")
 class MAU(StepwiseBackbone):
+    description = "MAU (Chang et al., 2021): motion-aware unit attending over past motion"
     config_class = MAUConfig
     config: MAUConfig
 

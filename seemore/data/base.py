@@ -64,6 +64,10 @@ class Benchmark:
     channels: ClassVar[int]
     # A human label for reports, e.g. "Moving MNIST".
     title: ClassVar[str]
+    # One line for `seemore --help`: what the benchmark is.
+    description: ClassVar[str]
+    # dtype of the prepared splits (uint8, or float16 for TaxiBJ).
+    stored_dtype: ClassVar[str] = "uint8"
     protocols: ClassVar[Registry[type[Protocol]]]
     default_protocol: ClassVar[str]
 
@@ -130,6 +134,12 @@ class Benchmark:
         if config.source == "local" and config.root is None:
             problems.append("source 'local' needs 'root': the folder that holds the files")
         return problems + cls.protocol_problems(config)
+
+    @classmethod
+    def planned_bytes(cls, config: DataConfig) -> int | None:
+        """Bytes `prepare` will store for `config`, for `seemore plan`; None when only the raw
+        files decide (real recordings cut into windows)."""
+        return None
 
     @classmethod
     def prepare(cls, config: DataConfig, raw_dir: Path, out_dir: Path) -> None:

@@ -89,8 +89,8 @@ OPENSTL_LISTS = {
 }
 # `images/S1_Directions.54138969_,226,296`: frame prefix, first frame, an end OpenSTL ignores.
 LIST_LINE = re.compile(r"^(?P<prefix>images/S\d+_[^,/]+\.\d+_),(?P<first>\d+),(?P<end>\d+)$")
-# OpenSTL's frames are stored at this size; others are resized from it as its loader does.
-OPENSTL_FRAME_SIZE = 256
+# Every subject is in both of OpenSTL's lists.
+OPENSTL_SUBJECTS = ("S1", "S5", "S6", "S7", "S8", "S9", "S11")
 OPENSTL_VAL_STREAM = 5
 
 LICENCE_HELP = """\
@@ -193,6 +193,7 @@ class Human36M(WindowedBenchmark):
     config_class = Human36MConfig
     channels = 3
     title = "Human3.6M"
+    description = "actors in 17 scenarios, RGB (licensed: you supply the files), 4 -> 4 frames"
     protocols = HUMAN36M_PROTOCOLS
     default_protocol = "openstl"
 
@@ -272,8 +273,10 @@ class OpenSTLLists(Protocol):
         root = Path(config.root)
         if not (root / FRAMES_DIR).is_dir():
             raise DataError(
-                f"{root / FRAMES_DIR}: missing; protocol 'openstl' reads OpenSTL's 256x256 "
-                f"frames there ({root}/images/S1_Directions.54138969_000001.jpg, ..., as its "
+                f"{root / FRAMES_DIR}: missing; Human3.6M is licensed (register at "
+                "http://vision.imar.ro/human3.6m); protocol 'openstl' reads OpenSTL's 256x256 "
+                f"frames of subjects {', '.join(OPENSTL_SUBJECTS)} there "
+                f"({root}/images/S1_Directions.54138969_000001.jpg, ..., as its "
                 "tools/prepare_data/download_human3.6m.sh leaves them); for the official "
                 "videos use protocol 'subject'"
             )

@@ -307,6 +307,7 @@ class KTH(WindowedBenchmark):
     config_class = KTHConfig
     channels = 1
     title = "KTH Action"
+    description = "six human actions by 25 persons, gray, 128x128, 10 -> 20 frames"
     protocols = KTH_PROTOCOLS
     default_protocol = "openstl"
 

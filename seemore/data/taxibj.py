@@ -357,6 +357,8 @@ class TaxiBJ(WindowedBenchmark):
     config_class = TaxiBJConfig
     channels = CHANNELS
     title = "TaxiBJ"
+    stored_dtype = "float16"
+    description = "Beijing taxi in/out flow, 2 channels 32x32, 4 -> 4 frames"
     protocols = TAXIBJ_PROTOCOLS
     default_protocol = "openstl"
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from seemore.evaluate import METRICS, METRICS_FILE, PER_FRAME_FILE, SAMPLES_FILE
+from seemore.evaluate import METRIC_NAMES, METRICS_FILE, PER_FRAME_FILE, SAMPLES_FILE
 
 TRAIN_LOG_FILE = "train_log.csv"
 VARIANT_ORDER = ("baseline", "bdn", "lma", "seemore")
@@ -176,4 +176,4 @@ def collect(results_dir: Path) -> list[DatasetRuns]:
     return datasets
 
 
-__all__ = ["METRICS", "DatasetRuns", "Run", "collect", "variant_sort_key"]
+__all__ = ["METRIC_NAMES", "DatasetRuns", "Run", "collect", "variant_sort_key"]

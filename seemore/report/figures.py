@@ -255,3 +255,50 @@ def _frame_list(numbers: np.ndarray) -> str:
     if len(numbers) > 1 and np.all(np.diff(numbers) == 1):
         return f"{numbers[0]}–{numbers[-1]}"
     return ", ".join(str(n) for n in numbers)
+
+
+def validation_plot(dataset: DatasetRuns) -> str | None:
+    """Validation MSE (`val_mse` rows of train_log.csv) against step, one panel per
+    backbone, one colour per variant, one line per seed; a circle at the checkpoint step
+    metrics.json says was scored. None when no run logged validation."""
+    figure, axes = _subplots(len(dataset.backbones))
+    drawn = False
+    for axis, backbone in zip(axes, dataset.backbones, strict=True):
+        for index, variant in enumerate(dataset.variants):
+            labelled = False
+            for run in dataset.cell(backbone, variant):
+                log = run.train_log
+                if "step" not in log or "val_mse" not in log:
+                    continue
+                present = ~np.isnan(log["val_mse"])
+                if not present.any():
+                    continue
+                steps, values = log["step"][present], log["val_mse"][present]
+                axis.plot(
+                    steps,
+                    values,
+                    color=_color(index),
+                    marker=".",
+                    linewidth=1,
+                    label=None if labelled else _label(variant),
+                )
+                scored = run.get("checkpoint", "step")
+                if isinstance(scored, int) and scored in steps:
+                    axis.plot(
+                        scored,
+                        values[steps == scored][0],
+                        marker="o",
+                        markersize=9,
+                        markerfacecolor="none",
+                        color=_color(index),
+                    )
+                labelled = drawn = True
+        axis.set_title(_label(backbone))
+        axis.set_xlabel("training step")
+        axis.set_ylabel("validation MSE (sum over C×H×W)")
+        axis.grid(alpha=0.3)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize="small")
+    if not drawn:
+        return None
+    return figure_uri(figure)

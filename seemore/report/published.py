@@ -5,15 +5,19 @@ Source: OpenSTL model zoo (Tan et al., "OpenSTL: A Comprehensive Benchmark of
 Spatio-Temporal Predictive Learning", NeurIPS 2023 Datasets and Benchmarks), tables
 "STL Benchmarks" in docs/en/model_zoos/video_benchmarks.md and traffic_benchmarks.md of
 github.com/chengtan9907/OpenSTL (revision c74deb5, March 2024). OpenSTL sums MSE/MAE over
-C*H*W per frame on [0, 1] data, as this harness does. A value the source reports
-inconsistently (SimVP+IncepU's Moving MNIST PSNR is 37.97 in one table and 21.84 in
-another) is left out.
+C*H*W per frame on [0, 1] data, on the unclamped prediction, and computes SSIM with data
+range 2 (its convention, `CONVENTION`): the report compares them with the values stored in
+that convention. A value the source reports inconsistently (SimVP+IncepU's Moving MNIST
+PSNR is 37.97 in one table and 21.84 in another) is left out.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The metric convention (seemore.metrics.REFERENCE_CONVENTIONS) and data protocol of these
+# numbers: OpenSTL's.
+CONVENTION = "openstl"
 SOURCE = "OpenSTL model zoo (github.com/chengtan9907/OpenSTL, docs/en/model_zoos, rev. c74deb5)"
 
 

@@ -14,10 +14,10 @@ import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from seemore.data.base import atomic_write_bytes
-from seemore.metrics import PSNR_CAP_DB
+from seemore.metrics import METRICS, REFERENCE_CONVENTIONS, REFERENCE_RESIDUALS
 from seemore.report import figures
-from seemore.report.collect import METRICS, DatasetRuns, Run, collect
-from seemore.report.published import PUBLISHED, SOURCE
+from seemore.report.collect import METRIC_NAMES, DatasetRuns, Run, collect
+from seemore.report.published import CONVENTION, PUBLISHED, SOURCE
 from seemore.report.stats import (
     INTERVAL_METHOD,
     LOWER_IS_BETTER,
@@ -31,7 +31,7 @@ from seemore.report.stats import (
 
 TEMPLATES = Path(__file__).parent / "templates"
 BASELINE = "baseline"
-METRIC_LABELS = {"mse": "MSE", "mae": "MAE", "ssim": "SSIM", "psnr": "PSNR", "lpips": "LPIPS"}
+METRIC_LABELS = {name: metric.label for name, metric in METRICS.items()}
 VARIANT_LABELS = {"baseline": "baseline", "bdn": "+BDN", "lma": "+LMA", "seemore": "SeeMore"}
 STRIP_CLIPS = 2
 CSV_COLUMNS = (
@@ -46,18 +46,19 @@ CSV_COLUMNS = (
     "stand_in",
     "preset",
 )
+PROTOCOLS_DOC = "../docs/protocols.md"  # relative to reports/ablation.html
+NOT_RECORDED = "not recorded"
 CONVENTIONS = (
     "All metrics are computed on the fixed test clips over the predicted frames only "
     "(after the input frames), per clip and frame, then averaged over clips and frames; "
     "frames are in [0, 1].",
-    "MSE and MAE: squared / absolute error summed over the C×H×W values of a frame "
-    "(not the pixel mean), the convention behind the published Moving MNIST tables.",
-    "SSIM: scikit-image structural_similarity, data_range 1, 7×7 window, channels averaged.",
-    f"PSNR: 10·log10(1 / per-pixel MSE) per frame, with the per-pixel MSE floored at 1e-10, "
-    f"so an exactly reproduced frame scores {PSNR_CAP_DB:.0f} dB instead of infinity.",
-    "LPIPS: the lpips package, AlexNet trunk with the v0.1 linear layers, inputs mapped to "
-    "[-1, 1], gray frames replicated to three channels; computed only with torchvision's "
-    "AlexNet weights present locally, otherwise shown as unavailable with the reason.",
+    "References compute the same metric differently, so each is stored in each convention "
+    "and a published number is compared only with the value in its own convention. "
+    "SeeMore/PredRNN: MSE/MAE on the clamped prediction, SSIM on truncated uint8 frames "
+    "(data range 1 on [0, 1] frames). OpenSTL: MSE/MAE on the unclamped prediction, SSIM on "
+    "float frames with the data range 2 its pinned scikit-image (≤ 0.19.3) assumes.",
+    *(f"{metric.label}: {metric.convention}." for metric in METRICS.values()),
+    *(f"Residual ({name}): {text}" for name, text in REFERENCE_RESIDUALS.items()),
     "↓ lower is better, ↑ higher is better. ★ marks the best mean of a column in its table.",
 )
 
@@ -65,7 +66,7 @@ CONVENTIONS = (
 def _decimals(metric: str, value: float) -> int:
     if metric == "psnr":
         return 2
-    if metric in ("ssim", "lpips"):
+    if metric.startswith(("ssim", "lpips")):
         return 4
     return significant_decimals(value, 4)
 
@@ -194,8 +195,9 @@ def _metric_cell(
 
 
 def _published_text(dataset: DatasetRuns, backbone: str, comparable: bool) -> str | None:
-    """The published numbers of `backbone`, when its runs match the source's setting:
-    comparable data and preset, the same horizon and frame size."""
+    """The published numbers of `backbone`, when its runs match the source's setting
+    (comparable data and preset, the source's protocol or none recorded, the same horizon
+    and frame size), each beside this backbone's baseline mean in the source's convention."""
     table = PUBLISHED.get(dataset.name)
     if not comparable or table is None or backbone not in table.rows:
         return None
@@ -205,14 +207,25 @@ def _published_text(dataset: DatasetRuns, backbone: str, comparable: bool) -> st
     }
     if horizons != {(table.input_frames, table.output_frames)}:
         return None
+    if {run.get("protocol") for run in runs} - {None, CONVENTION}:
+        return None
     if _frame_height(dataset, backbone) != table.image_size:
         return None
     reference = table.rows[backbone]
-    values = " · ".join(
-        f"{METRIC_LABELS[name]} {format_value(name, value)}"
-        for name, value in reference.metrics.items()
+    keys = REFERENCE_CONVENTIONS[CONVENTION]
+    baseline = [run for run in runs if run.variant == BASELINE]
+    values = []
+    for name, value in reference.metrics.items():
+        ours = summarize([v for run in baseline if (v := run.metric(keys[name])) is not None])
+        mine = NOT_RECORDED if ours.mean is None else format_value(name, ours.mean)
+        values.append(
+            f"{METRIC_LABELS[name]} {format_value(name, value)} (our baseline: {mine}, "
+            f"{METRIC_LABELS[keys[name]]})"
+        )
+    return (
+        f"{reference.method} ({table.setting}, {table.image_size}×{table.image_size}, "
+        f"{CONVENTION} convention): " + " · ".join(values)
     )
-    return f"{reference.method} ({table.setting}, {table.image_size}×{table.image_size}): {values}"
 
 
 def _metric_table(
@@ -233,16 +246,16 @@ def _metric_table(
                     variant_label=VARIANT_LABELS.get(variant, variant),
                     first_of_backbone=index == 0,
                     backbone_rows=len(dataset.variants),
-                    cells={m: _metric_cell(m, runs, reference, notes) for m in METRICS},
+                    cells={m: _metric_cell(m, runs, reference, notes) for m in METRIC_NAMES},
                     published=_published_text(dataset, backbone, comparable)
                     if index == 0
                     else None,
                 )
             )
-    for metric in METRICS:
+    for metric in METRIC_NAMES:
         for index in best_indices(metric, [row.cells[metric].mean for row in rows]):
             rows[index].cells[metric].best = True
-    return rows, list(METRICS), notes.reasons
+    return rows, list(METRIC_NAMES), notes.reasons
 
 
 @dataclass
@@ -292,13 +305,6 @@ def _cost_table(dataset: DatasetRuns) -> list[CostRow]:
             if BASELINE in dataset.variants
             else []
         )
-        baseline_latency = summarize(
-            [
-                run.get("inference_seconds_per_clip")
-                for run in baseline_done
-                if run.get("inference_seconds_per_clip") is not None
-            ]
-        )
         baseline_size = (
             _single([run.get("cost", "parameters") for run in baseline_done]),
             _single([run.get("cost", "flops") for run in baseline_done]),
@@ -328,9 +334,9 @@ def _cost_table(dataset: DatasetRuns) -> list[CostRow]:
             if variant != BASELINE and done and baseline_done:
                 same = (parameters, flops) == baseline_size
                 parity_ok = same
+                # Per-job latencies are not compared: jobs ran side by side on shared
+                # cores. Latency parity comes from the controlled measurement.
                 parity = "same parameters and FLOPs" if same else "architecture differs"
-                if latency.mean is not None and baseline_latency.mean:
-                    parity += f"; latency {latency.mean / baseline_latency.mean:.2f}× baseline"
             rows.append(
                 CostRow(
                     backbone=backbone,
@@ -359,6 +365,16 @@ class StripBlock:
 
 
 @dataclass
+class SetupRow:
+    """How one run was made: its data protocol, training recipe and the checkpoint scored."""
+
+    run: str
+    protocol: str
+    recipe: str
+    checkpoint: str
+
+
+@dataclass
 class DatasetView:
     name: str
     anchor: str
@@ -378,6 +394,45 @@ class DatasetView:
     missing_plots: list[str]
     strips: list[StripBlock]
     costs: list[CostRow]
+    setups: list[SetupRow]
+    latency_parity: str | None
+
+
+def _checkpoint_text(run: Run) -> str:
+    selected, step = run.get("checkpoint", "selected"), run.get("checkpoint", "step")
+    if selected is None and step is None:
+        return NOT_RECORDED
+    text = f"{selected or 'selection ' + NOT_RECORDED}"
+    return text + (f" (step {step})" if step is not None else f" (step {NOT_RECORDED})")
+
+
+def _setups(dataset: DatasetRuns) -> list[SetupRow]:
+    return [
+        SetupRow(
+            run=f"{run.backbone} / {run.variant} / seed {run.seed}",
+            protocol=str(run.get("protocol") or NOT_RECORDED),
+            recipe=str(run.get("recipe") or NOT_RECORDED),
+            checkpoint=_checkpoint_text(run),
+        )
+        for run in dataset.done()
+    ]
+
+
+def latency_parity_text(benchmark: dict[str, Any] | None, dataset: str) -> str | None:
+    """The controlled inference measurement (benchmarks/inference_latency.py's JSON) with
+    its conditions, when it was made on this dataset's geometry."""
+    if not benchmark or benchmark.get("dataset") != dataset:
+        return None
+    seconds = benchmark.get("median_seconds") or {}
+    return (
+        f"{benchmark.get('backbone')}: baseline {significant(seconds['baseline'], 3)} s, "
+        f"SeeMore {significant(seconds['seemore'], 3)} s per forward "
+        f"(ratio {benchmark['ratio_seemore_over_baseline']:.3f}); both networks timed in one "
+        f"process, interleaved, median of {benchmark.get('repeats')} runs after a warm-up, "
+        f"batch {benchmark.get('batch_size')}, {benchmark.get('device')}, "
+        f"{benchmark.get('threads')} thread(s), torch {benchmark.get('torch')}, params "
+        f"{benchmark.get('params')}"
+    )
 
 
 def _data_label(run: Run) -> str:
@@ -406,7 +461,9 @@ def _data_kind(run: Run) -> str:
     return f"{kind} ({data.get('source', 'unknown source')})"
 
 
-def _dataset_view(dataset: DatasetRuns, index: int) -> DatasetView:
+def _dataset_view(
+    dataset: DatasetRuns, index: int, latency_benchmark: dict[str, Any] | None
+) -> DatasetView:
     done = list(dataset.done())
     titles = {run.get("dataset_title") for run in done} - {None}
     data_labels = sorted({_data_label(run) for run in done})
@@ -433,6 +490,11 @@ def _dataset_view(dataset: DatasetRuns, index: int) -> DatasetView:
         (
             "Per-frame SSIM against horizon (mean over seeds, band ± 1 std)",
             lambda: figures.per_frame_plot(dataset, "ssim", "SSIM"),
+        ),
+        (
+            "Validation MSE during training (every seed; ○ the checkpoint scored on the test "
+            "split)",
+            lambda: figures.validation_plot(dataset),
         ),
         (
             "Training loss (every seed; stage two after the dotted line). Each variant's own "
@@ -473,6 +535,8 @@ def _dataset_view(dataset: DatasetRuns, index: int) -> DatasetView:
         missing_plots=missing_plots,
         strips=strips,
         costs=_cost_table(dataset),
+        setups=_setups(dataset),
+        latency_parity=latency_parity_text(latency_benchmark, dataset.name),
     )
 
 
@@ -528,7 +592,7 @@ def _tidy_rows(datasets: list[DatasetRuns]) -> list[dict[str, Any]]:
     for dataset in datasets:
         for (backbone, variant, seed), run in dataset.runs.items():
             data = run.get("data") or {}
-            for metric in METRICS:
+            for metric in METRIC_NAMES:
                 value = run.metric(metric)
                 rows.append(
                     {
@@ -564,7 +628,7 @@ def _summary_json(datasets: list[DatasetRuns]) -> bytes:
             for variant in dataset.variants:
                 runs = dataset.cell(backbone, variant)
                 entry: dict[str, Any] = {}
-                for metric in METRICS:
+                for metric in METRIC_NAMES:
                     per_seed = {
                         run.seed: run.metric(metric)
                         for run in runs
@@ -610,13 +674,19 @@ def environment() -> Environment:
     )
 
 
-def render_report(results_dir: Path, out_dir: Path) -> None:
+def render_report(results_dir: Path, out_dir: Path, latency_benchmark: Path | None = None) -> None:
     """Write `ablation.html` (self-contained), `ablation.csv` (tidy: one row per dataset,
-    backbone, variant, seed and metric) and `ablation.json` into `out_dir`."""
+    backbone, variant, seed and metric) and `ablation.json` into `out_dir`.
+
+    `latency_benchmark`: the JSON of benchmarks/inference_latency.py, the controlled
+    inference measurement the cost table cites for latency parity (absent: not shown)."""
     if not results_dir.is_dir():
         raise FileNotFoundError(f"{results_dir}: results folder missing; run training first")
+    latency = None
+    if latency_benchmark is not None and latency_benchmark.is_file():
+        latency = json.loads(latency_benchmark.read_text())
     datasets = collect(results_dir)
-    views = [_dataset_view(dataset, index) for index, dataset in enumerate(datasets)]
+    views = [_dataset_view(dataset, index, latency) for index, dataset in enumerate(datasets)]
     provenance, versions = _provenance(datasets)
     html = (
         environment()
@@ -624,7 +694,9 @@ def render_report(results_dir: Path, out_dir: Path) -> None:
         .render(
             datasets=views,
             conventions=CONVENTIONS,
+            protocols_doc=PROTOCOLS_DOC,
             metric_labels=METRIC_LABELS,
+            metric_conventions={name: metric.convention for name, metric in METRICS.items()},
             lower_is_better=LOWER_IS_BETTER,
             interval_method=INTERVAL_METHOD,
             provenance=provenance,

@@ -15,12 +15,14 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from seemore.metrics import METRICS
+
 CONFIDENCE = 0.95
 INTERVAL_METHOD = (
     f"{CONFIDENCE:.0%} paired t interval (Student t, n−1 degrees of freedom) on the per-seed "
     "relative changes against the same seed's baseline"
 )
-LOWER_IS_BETTER = {"mse": True, "mae": True, "ssim": False, "psnr": False, "lpips": True}
+LOWER_IS_BETTER = {name: metric.lower_is_better for name, metric in METRICS.items()}
 
 
 @dataclass(frozen=True)
