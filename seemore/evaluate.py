@@ -240,11 +240,12 @@ def check_test_data(
     if clips.dtype.kind == "f":
         for start in range(0, len(clips), RANGE_CHECK_CLIPS):
             chunk = np.asarray(clips[start : start + RANGE_CHECK_CLIPS], dtype=np.float32)
-            low, high = float(chunk.min()), float(chunk.max())
-            if low < 0.0 or high > 1.0:
+            low, high = float(np.nanmin(chunk)), float(np.nanmax(chunk))
+            found = "NaN values" if np.isnan(chunk).any() else f"values from {low:g} to {high:g}"
+            if found == "NaN values" or low < 0.0 or high > 1.0:
                 raise ValueError(
-                    f"{path}: values from {low:g} to {high:g} in clips {start}.."
-                    f"{start + len(chunk) - 1}; expected float values in [0, 1]"
+                    f"{path}: {found} in clips {start}..{start + len(chunk) - 1}; expected "
+                    "float values in [0, 1]"
                 )
 
 

@@ -324,6 +324,9 @@ def rewrite_test_split(data_dir: Path, change: str) -> None:
         clips = clips.astype(np.float32)
     elif change == "float16 above 1":
         clips = (clips.astype(np.float16) / 255 * 1.5).astype(np.float16)
+    elif change == "float16 with NaN":
+        clips = (clips.astype(np.float16) / 255).astype(np.float16)
+        clips[2, 1, 0, 3, 3] = np.nan
     elif change == "shorter clips":
         clips = clips[:, :5]
     elif change == "other frame size":
@@ -336,6 +339,7 @@ def rewrite_test_split(data_dir: Path, change: str) -> None:
     [
         ("float32 holding 0..255", r"dtype float32; expected uint8 \(0..255\) or float16"),
         ("float16 above 1", r"values from 0 to 1\.\d+ in clips 0..4; expected float values in"),
+        ("float16 with NaN", r"NaN values in clips 0..4; expected float values in \[0, 1\]"),
         ("shorter clips", r"shape \(5, 1, 16, 16\).*expected \(7, 1, 16, 16\): 3 input \+ 4"),
         ("other frame size", r"shape \(7, 1, 8, 8\).*expected \(7, 1, 16, 16\)"),
     ],
