@@ -136,7 +136,7 @@ def main() -> None:
 
 
 def markdown(result: dict[str, Any], params: Any) -> str:
-    training = params.training
+    training = params.training["moving_mnist"]
     lines = [
         f"# Ablation at CPU size: {' vs '.join(params.experiment.variants)}",
         "",

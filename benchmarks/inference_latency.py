@@ -27,11 +27,11 @@ from method_setup import (
 
 from seemore.backbones import Backbone
 from seemore.backbones.profile import count_parameters
-from seemore.config import MethodConfig, StageConfig
+from seemore.method.settings import MethodConfig, ScheduledSamplingConfig, StageConfig
 from seemore.method.variants import VARIANTS, build_objective, build_updater
 
 METHOD = MethodConfig()
-STAGE = StageConfig(steps=2, lr=METHOD.lma.a_max)
+STAGE = StageConfig(steps=2, lr=METHOD.lma.a_max, scheduled_sampling=ScheduledSamplingConfig())
 
 
 def seemore_network(make_network: Callable[[], Backbone], clip: torch.Tensor) -> Backbone:

@@ -37,7 +37,7 @@ def arguments(description: str) -> argparse.ArgumentParser:
 def network_factory(args: argparse.Namespace) -> Callable[[], Backbone]:
     params = load_params(args.params)
     geometry = DATASETS.get(args.dataset).geometry(params.data[args.dataset])
-    config = params.models[args.backbone]
+    config = params.models[args.dataset][args.backbone]
     device = torch.device(args.device)
     return lambda: build_backbone(args.backbone, config, geometry).to(device)
 

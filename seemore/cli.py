@@ -62,10 +62,10 @@ def _train_job(params: Params, run: pipeline.Run, stage: int) -> Any:
         benchmark=DATASETS.get(run.dataset),
         data=params.data[run.dataset],
         backbone_name=run.backbone,
-        backbone=params.models[run.backbone],
+        backbone=params.models[run.dataset][run.backbone],
         variant_name=run.variant,
         variant=VARIANTS.get(run.variant),
-        training=params.training,
+        training=params.training[run.dataset],
         method=params.method,
         seed=run.seed,
         params_hash=pipeline.stage_hash(params, run, stage),
@@ -154,8 +154,9 @@ def cmd_info(args: argparse.Namespace) -> None:
 
     backbone_class = BACKBONES.get(args.backbone)
     active = None if args.reference or not args.params.is_file() else load_params(args.params)
-    if active is not None and args.dataset in active.data and args.backbone in active.models:
-        config = active.models[args.backbone]
+    configured = active.models.get(args.dataset, {}) if active is not None else {}
+    if active is not None and args.dataset in active.data and args.backbone in configured:
+        config = configured[args.backbone]
         geometry = DATASETS.get(args.dataset).geometry(active.data[args.dataset])
         origin = str(args.params)
     else:

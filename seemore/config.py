@@ -9,28 +9,54 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0)]
+from seemore.backbones import BACKBONES
+from seemore.data import DATASETS
+from seemore.method.settings import (
+    BDNConfig,
+    LMAConfig,
+    MethodConfig,
+    ScheduledSamplingConfig,
+    StageConfig,
+)
+from seemore.method.variants import VARIANTS
+from seemore.schema import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Section
 
 PRESETS_DIR = Path(__file__).parent / "presets"
+
+__all__ = [
+    "BDNConfig",
+    "ConfigError",
+    "EvaluationConfig",
+    "ExperimentConfig",
+    "LMAConfig",
+    "MethodConfig",
+    "NonNegativeFloat",
+    "NonNegativeInt",
+    "Params",
+    "PositiveFloat",
+    "PositiveInt",
+    "ScheduledSamplingConfig",
+    "Section",
+    "StageConfig",
+    "TrainingConfig",
+    "load_params",
+    "preset_path",
+    "section_hash",
+    "validate_params",
+]
 
 
 class ConfigError(ValueError):
     """A params file that cannot be used; the message says where and what was expected."""
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class ExperimentConfig(Section):
@@ -43,61 +69,19 @@ class ExperimentConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
-class ScheduledSamplingConfig(Section):
-    """Scheduled sampling for step-wise backbones, as in PredRNN-V2's training scripts.
-
-    reverse: the true-frame probability rises from 0.5 to 1 on the input steps (exponential,
-    time constant `r_exp_alpha`) while it falls from 0.5 to 0 on the prediction steps
-    (linear), both between iterations `r_sampling_step_1` and `r_sampling_step_2`.
-    linear: input steps always true; prediction steps fall linearly from 1 to 0 at
-    `sampling_stop_iter`. none: teacher forcing on every step.
-    """
-
-    mode: Literal["reverse", "linear", "none"] = "reverse"
-    r_sampling_step_1: PositiveInt = 25000
-    r_sampling_step_2: PositiveInt = 50000
-    r_exp_alpha: PositiveFloat = 2500.0
-    sampling_stop_iter: PositiveInt = 50000
-
-
-class StageConfig(Section):
-    steps: PositiveInt
-    lr: PositiveFloat
-
-
 class TrainingConfig(Section):
+    """`training.<dataset>`: how every run on one dataset is trained."""
+
+    # The recipe this section reproduces (seemore/recipes/<name>.yaml), or "custom".
+    recipe: str = "custom"
     # Keys without defaults are those DVC stages list as params: DVC needs them in the file.
     batch_size: PositiveInt
-    scheduled_sampling: ScheduledSamplingConfig
     # PredRNN-V2's augmentation: each iteration also takes a step on the time-reversed batch.
     reverse_input: bool
     # Max gradient norm, or null for none.
     grad_clip: PositiveFloat | None
     stage1: StageConfig
     stage2: StageConfig
-
-
-class BDNConfig(Section):
-    state_weight: NonNegativeFloat = 1.0
-    frame_weight: NonNegativeFloat = 1.0
-    backtrack_weight: NonNegativeFloat = 1.0
-    # mutual: both directions receive the distillation gradient (no detach).
-    mutual: bool = True
-
-
-class LMAConfig(Section):
-    cycle: PositiveInt = 200
-    meta_steps: NonNegativeInt = 50
-    a_max: PositiveFloat = 2e-4
-    order_lambda: NonNegativeFloat = 2.0
-    order_weight: NonNegativeFloat = 10.0
-    # Adam's lr on the rates; 1e-7 is the authors' value for a stage-two lr of 1e-4.
-    meta_lr: PositiveFloat = 1e-7
-
-
-class MethodConfig(Section):
-    bdn: BDNConfig = BDNConfig()
-    lma: LMAConfig = LMAConfig()
 
 
 class EvaluationConfig(Section):
@@ -107,7 +91,13 @@ class EvaluationConfig(Section):
 
 
 class Params(Section):
-    """The whole params.yaml. `data` and `models` hold the per-entry typed sections."""
+    """The whole params.yaml, after validation:
+
+    - `data[dataset]`: the dataset's typed section;
+    - `models[dataset][backbone]`: the backbone's typed section for that dataset;
+    - `training[dataset]`: the `TrainingConfig` of every run on that dataset;
+    - `method`, `evaluation`: global.
+    """
 
     model_config = ConfigDict(
         extra="forbid", frozen=True, strict=True, arbitrary_types_allowed=True
@@ -115,22 +105,49 @@ class Params(Section):
 
     experiment: ExperimentConfig
     data: dict[str, Any]
-    models: dict[str, Any]
-    training: TrainingConfig
+    models: dict[str, dict[str, Any]]
+    training: dict[str, Any]
     method: MethodConfig
     evaluation: EvaluationConfig
 
 
 def _yaml_loader() -> type[yaml.SafeLoader]:
-    # PyYAML follows YAML 1.1, where `1e-4` is a string; accept it as the float it is meant as.
     class Loader(yaml.SafeLoader):
-        pass
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+            # A key given twice would silently take its last value: refuse it instead.
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} is given twice in one mapping; keep one",
+                        key_node.start_mark,
+                    )
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
 
+    # PyYAML follows YAML 1.1, where `1e-4` is a string; accept it as the float it is meant as.
     float_pattern = re.compile(
         r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"
     )
     Loader.add_implicit_resolver("tag:yaml.org,2002:float", float_pattern, list("-+0123456789."))
     return Loader
+
+
+def _non_finite(raw: Any, path: str = "") -> tuple[str, float] | None:
+    """The first `(dotted key, value)` holding an infinite or NaN float, or None."""
+    if isinstance(raw, float) and not math.isfinite(raw):
+        return path, raw
+    children: Any = ()
+    if isinstance(raw, Mapping):
+        children = raw.items()
+    elif isinstance(raw, list):
+        children = enumerate(raw)
+    for key, value in children:
+        found = _non_finite(value, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 def _describe(value: Any) -> str:
@@ -166,15 +183,58 @@ def _check_names(source: str, key: str, names: list[str], known: list[str]) -> N
         raise ConfigError(f"{source}: {key} = {names!r} lists a name twice")
 
 
+def _typed_entries(
+    source: str, section: str, entries: Mapping[str, Any], registry: Any
+) -> dict[str, Any]:
+    """Validate `section.<name>` by the schema of registry entry `name`."""
+    typed = {}
+    for name, body in entries.items():
+        if name not in registry:
+            raise ConfigError(
+                f"{source}: {section}.{name}: unknown name; expected one of {registry.names()}"
+            )
+        typed[name] = _validate(registry.get(name).config_class, body, source, f"{section}.{name}")
+    return typed
+
+
+# Sizes no run can hold, refused before work starts: a training batch of float32 clips above
+# MAX_BATCH_BYTES (activations are many times the input; the paper configurations need < 0.2
+# GB), or a stored split of uint8 clips above MAX_SPLIT_BYTES.
+MAX_BATCH_BYTES = 8 * 2**30
+MAX_SPLIT_BYTES = 2**40
+
+
+def _size_problems(name: str, data: Any, training: TrainingConfig) -> list[str]:
+    benchmark = DATASETS.get(name)
+    geometry = benchmark.geometry(data)
+    frame = geometry.channels * geometry.height * geometry.width
+    problems = []
+    batch_bytes = training.batch_size * geometry.total_frames * frame * 4
+    if batch_bytes > MAX_BATCH_BYTES:
+        problems.append(
+            f"training.{name}.batch_size = {training.batch_size} with data.{name}.image_size = "
+            f"{data.image_size}: one batch of clips alone is {batch_bytes / 2**30:.0f} GiB, "
+            f"above the {MAX_BATCH_BYTES // 2**30} GiB any run can hold; lower either"
+        )
+    for key in ("train_clips", "val_clips", "test_clips"):
+        clips = getattr(data, key, None)
+        split_bytes = (clips or 0) * benchmark.stored_clip_length(data) * frame
+        if split_bytes > MAX_SPLIT_BYTES:
+            problems.append(
+                f"data.{name}.{key} = {clips}: the split would store "
+                f"{split_bytes / 2**40:.1f} TiB, above the {MAX_SPLIT_BYTES // 2**40} TiB limit"
+            )
+    return problems
+
+
 def validate_params(raw: Any, source: str = "params.yaml") -> Params:
     """Validate a parsed params mapping: the top-level schema, every registered section, and
     the rules that span sections (horizons against stored clips, patch size against frames)."""
-    from seemore.backbones import BACKBONES
-    from seemore.data import DATASETS
-    from seemore.method.variants import VARIANTS
-
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {_describe(raw)}")
+    found = _non_finite(raw)
+    if found is not None:
+        raise ConfigError(f"{source}: {found[0]} = {found[1]}: expected a finite number")
     params: Params = _validate(Params, raw, source, "")
     experiment = params.experiment
     _check_names(source, "experiment.datasets", experiment.datasets, DATASETS.names())
@@ -183,36 +243,50 @@ def validate_params(raw: Any, source: str = "params.yaml") -> Params:
     if len(set(experiment.seeds)) != len(experiment.seeds):
         raise ConfigError(f"{source}: experiment.seeds = {experiment.seeds!r} lists a seed twice")
 
-    data, models = {}, {}
-    for section, registry, typed in (("data", DATASETS, data), ("models", BACKBONES, models)):
-        entries = getattr(params, section)
-        for name, body in entries.items():
-            if name not in registry:
-                raise ConfigError(
-                    f"{source}: {section}.{name}: unknown name; expected one of {registry.names()}"
-                )
-            typed[name] = _validate(
-                registry.get(name).config_class, body, source, f"{section}.{name}"
+    data = _typed_entries(source, "data", params.data, DATASETS)
+    training = {}
+    for name, body in params.training.items():
+        if name not in DATASETS:
+            raise ConfigError(
+                f"{source}: training.{name}: unknown dataset; expected one of {DATASETS.names()}"
             )
+        training[name] = _validate(TrainingConfig, body, source, f"training.{name}")
+    models = {}
+    for name, body in params.models.items():
+        if name not in DATASETS:
+            raise ConfigError(
+                f"{source}: models.{name}: unknown dataset; expected one of {DATASETS.names()} "
+                "(models are configured per dataset: models.<dataset>.<backbone>)"
+            )
+        if not isinstance(body, Mapping):
+            raise ConfigError(
+                f"{source}: models.{name} = {_describe(body)}: expected a mapping of backbone "
+                "names to their settings"
+            )
+        models[name] = _typed_entries(source, f"models.{name}", body, BACKBONES)
     for name in experiment.datasets:
-        if name not in data:
-            raise ConfigError(
-                f"{source}: experiment.datasets lists {name!r} but data.{name} is missing"
-            )
-    for name in experiment.backbones:
-        if name not in models:
-            raise ConfigError(
-                f"{source}: experiment.backbones lists {name!r} but models.{name} is missing"
-            )
+        for section, entries in (("data", data), ("training", training), ("models", models)):
+            if name not in entries:
+                raise ConfigError(
+                    f"{source}: experiment.datasets lists {name!r} but {section}.{name} is missing"
+                )
+        for backbone_name in experiment.backbones:
+            if backbone_name not in models[name]:
+                raise ConfigError(
+                    f"{source}: experiment.backbones lists {backbone_name!r} but "
+                    f"models.{name}.{backbone_name} is missing"
+                )
 
     meta_adapted = any(VARIANTS.get(name).meta_adapted for name in experiment.variants)
     lma = params.method.lma
-    if meta_adapted and params.training.stage2.lr > lma.a_max:
-        raise ConfigError(
-            f"{source}: training.stage2.lr = {params.training.stage2.lr} is above "
-            f"method.lma.a_max = {lma.a_max}; LMA starts its rates at the stage-two lr and "
-            "clamps them to [0, a_max]"
-        )
+    for name in experiment.datasets:
+        stage2 = training[name].stage2
+        if meta_adapted and stage2.lr > lma.a_max:
+            raise ConfigError(
+                f"{source}: training.{name}.stage2.lr = {stage2.lr} is above "
+                f"method.lma.a_max = {lma.a_max}; LMA starts its rates at the stage-two lr and "
+                "clamps them to [0, a_max]"
+            )
     if meta_adapted and lma.meta_steps >= lma.cycle:
         raise ConfigError(
             f"{source}: method.lma.meta_steps = {lma.meta_steps} must be below "
@@ -223,13 +297,17 @@ def validate_params(raw: Any, source: str = "params.yaml") -> Params:
         for problem in DATASETS.get(dataset_name).check(dataset_config):
             raise ConfigError(f"{source}: data.{dataset_name}: {problem}")
     for dataset_name in experiment.datasets:
+        for problem in _size_problems(dataset_name, data[dataset_name], training[dataset_name]):
+            raise ConfigError(f"{source}: {problem}")
+    for dataset_name in experiment.datasets:
         geometry = DATASETS.get(dataset_name).geometry(data[dataset_name])
         for backbone_name in experiment.backbones:
-            for problem in models[backbone_name].check_geometry(geometry):
+            for problem in models[dataset_name][backbone_name].check_geometry(geometry):
                 raise ConfigError(
-                    f"{source}: models.{backbone_name} with data.{dataset_name}: {problem}"
+                    f"{source}: models.{dataset_name}.{backbone_name} with "
+                    f"data.{dataset_name}: {problem}"
                 )
-    return params.model_copy(update={"data": data, "models": models})
+    return params.model_copy(update={"data": data, "models": models, "training": training})
 
 
 def load_params(path: str | Path) -> Params:
@@ -241,7 +319,11 @@ def load_params(path: str | Path) -> Params:
     try:
         raw = yaml.load(text, Loader=_yaml_loader())
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        # One line: where, then what (PyYAML's own text spans several lines).
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
     return validate_params(raw, str(path))
 
 

@@ -23,16 +23,16 @@ REPORTS_ROOT = Path("reports")
 PREPARE_KEYS = ("data.{dataset}",)
 TRAIN_COMMON_KEYS = (
     "data.{dataset}",
-    "models.{backbone}",
-    "training.batch_size",
-    "training.scheduled_sampling",
-    "training.reverse_input",
-    "training.grad_clip",
+    "models.{dataset}.{backbone}",
+    "training.{dataset}.recipe",
+    "training.{dataset}.batch_size",
+    "training.{dataset}.reverse_input",
+    "training.{dataset}.grad_clip",
     "method",
 )
 STAGE_KEYS = {
-    1: (*TRAIN_COMMON_KEYS, "training.stage1"),
-    2: (*TRAIN_COMMON_KEYS, "training.stage1", "training.stage2"),
+    1: (*TRAIN_COMMON_KEYS, "training.{dataset}.stage1"),
+    2: (*TRAIN_COMMON_KEYS, "training.{dataset}.stage1", "training.{dataset}.stage2"),
 }
 EVALUATE_KEYS = ("data.{dataset}", "evaluation")
 

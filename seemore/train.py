@@ -157,7 +157,7 @@ def train_stage(
         if step_wise:
             mask = torch.from_numpy(
                 sampling_mask(
-                    job.training.scheduled_sampling,
+                    stage_config.scheduled_sampling,
                     global_step,
                     clip.shape[0],
                     geometry.input_frames,

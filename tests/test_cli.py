@@ -35,14 +35,14 @@ def test_info_uses_the_active_params(
 def test_errors_name_the_problem_and_exit_2(
     tmp_path: Path, embedded_raw: dict[str, Any], capsys: pytest.CaptureFixture
 ) -> None:
-    embedded_raw["training"]["batch_size"] = 0
+    embedded_raw["training"]["moving_mnist"]["batch_size"] = 0
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(embedded_raw))
     assert main(["--params", str(params), "check"]) == 2
-    assert "training.batch_size = 0" in capsys.readouterr().err
+    assert "training.moving_mnist.batch_size = 0" in capsys.readouterr().err
 
     args = ["train", "--stage", "1", "--dataset", "moving_mnist", "--backbone", "convlstm"]
-    embedded_raw["training"]["batch_size"] = 8
+    embedded_raw["training"]["moving_mnist"]["batch_size"] = 8
     params.write_text(yaml.safe_dump(embedded_raw))
     assert main(["--params", str(params), *args, "--variant", "baseline", "--seed", "0"]) == 2
     assert "not in the experiment matrix" in capsys.readouterr().err

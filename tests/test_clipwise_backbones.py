@@ -213,9 +213,11 @@ def test_bad_configurations_are_refused(
 
 
 def test_params_file_names_the_backbone_and_dataset_of_a_misfit(embedded_raw: dict) -> None:
-    embedded_raw["experiment"]["backbones"] = ["tau"]
-    embedded_raw["models"]["tau"] = {"hid_S": 4, "hid_T": 8, "N_S": 14, "N_T": 2}
-    with pytest.raises(ConfigError, match=r"models\.tau with data\.moving_mnist: N_S = 14"):
+    embedded_raw["experiment"].update(datasets=["moving_mnist"], backbones=["tau"])
+    embedded_raw["models"]["moving_mnist"]["tau"] = {"hid_S": 4, "hid_T": 8, "N_S": 14, "N_T": 2}
+    with pytest.raises(
+        ConfigError, match=r"models\.moving_mnist\.tau with data\.moving_mnist: N_S = 14"
+    ):
         validate_params(embedded_raw)
 
 

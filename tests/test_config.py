@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +13,10 @@ import yaml
 
 from seemore.cli import main
 from seemore.config import ConfigError, load_params, preset_path, validate_params
+
+
+def TRAIN(raw: dict[str, Any]) -> dict[str, Any]:
+    return raw["training"]["moving_mnist"]
 
 
 def refused(raw: dict[str, Any]) -> str:
@@ -31,20 +38,21 @@ def test_embedded_is_the_default(embedded_raw: dict[str, Any]) -> None:
 
 def test_paper_preset_matches_the_authors_scripts() -> None:
     params = load_params(preset_path("paper"))
-    model = params.models["predrnn_v2"]
+    model = params.models["moving_mnist"]["predrnn_v2"]
     assert params.experiment.backbones == ["predrnn_v2"]
     assert params.experiment.datasets[0] == "moving_mnist"
     assert params.data["moving_mnist"].source == "download"
     assert params.data["moving_mnist"].image_size == 64
     assert (model.patch_size, model.num_hidden, model.filter_size) == (4, [128] * 4, 5)
-    training = params.training
+    training = params.training["moving_mnist"]
+    assert training.recipe == "seemore_authors"
     assert training.batch_size == 8
     assert (training.stage1.lr, training.stage1.steps, training.stage2.steps) == (
         1e-4,
         80000,
         10000,
     )
-    sampling = training.scheduled_sampling
+    sampling = training.stage1.scheduled_sampling
     assert (sampling.mode, sampling.r_sampling_step_1, sampling.r_sampling_step_2) == (
         "reverse",
         25000,
@@ -58,10 +66,13 @@ def test_paper_preset_matches_the_authors_scripts() -> None:
     ("edit", "expected"),
     [
         (lambda r: r.update(extra_section={}), "unknown key 'extra_section'"),
-        (lambda r: r["training"].update(learning_rate=1.0), "unknown key 'training.learning_rate'"),
-        (lambda r: r["training"].update(batch_size="8"), "training.batch_size = '8'"),
-        (lambda r: r["training"]["stage1"].update(steps=0), "training.stage1.steps = 0"),
-        (lambda r: r["training"]["stage2"].update(lr=-1.0), "training.stage2.lr = -1.0"),
+        (
+            lambda r: r["training"]["kth"].update(learning_rate=1.0),
+            "unknown key 'training.kth.learning_rate'",
+        ),
+        (lambda r: r["training"]["kth"].update(batch_size="8"), "training.kth.batch_size = '8'"),
+        (lambda r: TRAIN(r)["stage1"].update(steps=0), "training.moving_mnist.stage1.steps = 0"),
+        (lambda r: TRAIN(r)["stage2"].update(lr=-1.0), "training.moving_mnist.stage2.lr = -1.0"),
         (lambda r: r["data"]["moving_mnist"].update(image_size=-64), "image_size = -64"),
         (lambda r: r["experiment"].update(datasets=["mnist"]), "experiment.datasets names 'mnist'"),
         (lambda r: r["experiment"].update(backbones=["resnet"]), "names 'resnet'"),
@@ -69,14 +80,54 @@ def test_paper_preset_matches_the_authors_scripts() -> None:
         (lambda r: r["experiment"].update(seeds=[0, 0]), "lists a seed twice"),
         (lambda r: r["experiment"].update(device="tpu"), "experiment.device = 'tpu'"),
         (lambda r: r["data"]["moving_mnist"].update(output_frames=15), "10 + 15 is longer than"),
-        (lambda r: r["models"]["predrnn_v2"].update(patch_size=3), "models.predrnn_v2"),
+        (
+            lambda r: r["models"]["taxibj"]["predrnn_v2"].update(patch_size=3),
+            "models.taxibj.predrnn_v2",
+        ),
         (lambda r: r["data"].pop("moving_mnist"), "data.moving_mnist is missing"),
         (lambda r: r["data"].update(cifar={}), "data.cifar: unknown name"),
         (
-            lambda r: r["training"]["scheduled_sampling"].update(mode="sometimes"),
-            "training.scheduled_sampling.mode = 'sometimes'",
+            lambda r: TRAIN(r)["stage2"]["scheduled_sampling"].update(mode="sometimes"),
+            "training.moving_mnist.stage2.scheduled_sampling.mode = 'sometimes'",
         ),
-        (lambda r: r["training"].pop("stage2"), "missing key 'training.stage2'"),
+        (lambda r: TRAIN(r).pop("stage2"), "missing key 'training.moving_mnist.stage2'"),
+        (lambda r: r["training"].pop("kth"), "lists 'kth' but training.kth is missing"),
+        (lambda r: r["models"].pop("kth"), "lists 'kth' but models.kth is missing"),
+        (
+            lambda r: r["models"]["human36m"].pop("tau"),
+            "lists 'tau' but models.human36m.tau is missing",
+        ),
+        (lambda r: r["training"].update(cifar=TRAIN(r)), "training.cifar: unknown dataset"),
+        (lambda r: r["models"].update(tau={}), "models.tau: unknown dataset"),
+        (lambda r: r["models"]["kth"].update(resnet={}), "models.kth.resnet: unknown name"),
+        # Non-finite floats would train to NaN weights and only fail at evaluation.
+        (lambda r: TRAIN(r)["stage1"].update(lr=math.inf), "training.moving_mnist.stage1.lr = inf"),
+        (lambda r: r["method"]["bdn"].update(frame_weight=-math.inf), "bdn.frame_weight = -inf"),
+        (lambda r: r["method"]["lma"].update(a_max=math.nan), "method.lma.a_max = nan"),
+        (
+            lambda r: r["models"]["kth"]["tau"].update(mlp_ratio=-math.inf),
+            "models.kth.tau.mlp_ratio = -inf: expected a finite number",
+        ),
+        # Sizes that cannot fit in memory or on disk, refused before any work starts.
+        (
+            lambda r: r["data"]["kth"].update(image_size=32768),
+            "training.kth.batch_size = 8 with data.kth.image_size = 32768: one batch of clips "
+            "alone is 960 GiB, above the 8 GiB any run can hold",
+        ),
+        (
+            lambda r: r["data"]["kth"].update(train_clips=10**9),
+            "data.kth.train_clips = 1000000000: the split would store 27.9 TiB",
+        ),
+        # A stage that cannot finish, whether written as an integer or as 1e12.
+        (
+            lambda r: TRAIN(r)["stage1"].update(steps=10**12),
+            "training.moving_mnist.stage1.steps = 1000000000000: Input should be less than or "
+            "equal to 10000000",
+        ),
+        (
+            lambda r: TRAIN(r)["stage1"].update(steps=1e12),
+            "training.moving_mnist.stage1.steps = 1000000000000.0: Input should be a valid integer",
+        ),
     ],
 )
 def test_bad_values_are_refused_with_key_and_value(
@@ -89,16 +140,16 @@ def test_bad_values_are_refused_with_key_and_value(
 
 
 def test_patch_size_message_names_the_sizes(embedded_raw: dict[str, Any]) -> None:
-    embedded_raw["models"]["predrnn_v2"]["patch_size"] = 5
+    embedded_raw["models"]["moving_mnist"]["predrnn_v2"]["patch_size"] = 5
     message = refused(embedded_raw)
-    assert "models.predrnn_v2 with data.moving_mnist" in message
+    assert "models.moving_mnist.predrnn_v2 with data.moving_mnist" in message
     assert "5" in message and "32" in message
 
 
 def test_lma_settings_that_cannot_work_are_refused(embedded_raw: dict[str, Any]) -> None:
-    embedded_raw["training"]["stage2"]["lr"] = 1.0
-    assert "training.stage2.lr = 1.0 is above method.lma.a_max" in refused(embedded_raw)
-    embedded_raw["training"]["stage2"]["lr"] = 1e-4
+    embedded_raw["training"]["kth"]["stage2"]["lr"] = 1.0
+    assert "training.kth.stage2.lr = 1.0 is above method.lma.a_max" in refused(embedded_raw)
+    embedded_raw["training"]["kth"]["stage2"]["lr"] = 1e-4
     embedded_raw["method"]["lma"].update(cycle=5, meta_steps=5)
     assert "method.lma.meta_steps = 5 must be below method.lma.cycle = 5" in refused(embedded_raw)
     embedded_raw["experiment"]["variants"] = ["baseline", "bdn"]
@@ -118,7 +169,7 @@ def test_exponent_floats_are_floats(tmp_path: Path, embedded_raw: dict[str, Any]
     text = yaml.safe_dump(embedded_raw).replace("0.001", "1e-3")
     path = tmp_path / "params.yaml"
     path.write_text(text)
-    assert load_params(path).training.stage1.lr == 1e-3
+    assert load_params(path).training["moving_mnist"].stage1.lr == 1e-3
 
 
 def test_use_preset_switches_and_keeps_hand_edits(tmp_path: Path) -> None:
@@ -129,3 +180,37 @@ def test_use_preset_switches_and_keeps_hand_edits(tmp_path: Path) -> None:
     assert (tmp_path / "params.yaml.bak").read_text() == "# my edits\n"
     assert main(["--params", str(target), "use-preset", "nonsense"]) == 2
     assert load_params(target).experiment.preset == "paper"
+
+
+def test_each_dataset_has_its_own_training_and_model_sections(embedded_raw: dict[str, Any]) -> None:
+    embedded_raw["training"]["kth"]["batch_size"] = 4
+    embedded_raw["models"]["kth"]["predrnn_v2"]["decouple_beta"] = 0.01
+    params = validate_params(embedded_raw)
+    assert params.training["kth"].batch_size == 4
+    assert params.training["moving_mnist"].batch_size == 8
+    assert params.models["kth"]["predrnn_v2"].decouple_beta == 0.01
+    assert params.models["moving_mnist"]["predrnn_v2"].decouple_beta == 0.1
+
+
+def test_files_with_a_key_given_twice_or_non_finite_values_are_refused(tmp_path: Path) -> None:
+    text = preset_path("embedded").read_text()
+    path = tmp_path / "params.yaml"
+    path.write_text("training:\n  kth:\n    batch_size: 8\n    batch_size: 4\n")
+    with pytest.raises(ConfigError) as error:
+        load_params(path)
+    assert str(error.value) == (
+        f"{path}: not valid YAML (line 4, column 5): key 'batch_size' is given twice in one "
+        "mapping; keep one"
+    )
+    path.write_text(text.replace("lr: 1.0e-3\n", "lr: .inf\n", 1))
+    with pytest.raises(ConfigError, match=r"training\.moving_mnist\.stage1\.lr = inf: expected a"):
+        load_params(path)
+    path.write_text(text.replace("frame_weight: 1.0", "frame_weight: .nan", 1))
+    with pytest.raises(ConfigError, match=r"method\.bdn\.frame_weight = nan: expected a finite"):
+        load_params(path)
+
+
+def test_the_method_does_not_import_the_params_schema() -> None:
+    # config.py uses the variant registry; the method must not import config back (no cycle).
+    code = "import sys, seemore.method.variants; assert 'seemore.config' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

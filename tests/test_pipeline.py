@@ -31,10 +31,11 @@ def tiny_params(embedded: dict[str, Any]) -> dict[str, Any]:
     )
     params["data"]["moving_mnist"].update(image_size=16, test_clips=4)
     for name in ("predrnn_v2", "convlstm"):
-        params["models"][name].update(num_hidden=[4], patch_size=4)
-    params["training"].update(batch_size=2)
-    params["training"]["stage1"]["steps"] = 3
-    params["training"]["stage2"]["steps"] = 2
+        params["models"]["moving_mnist"][name].update(num_hidden=[4], patch_size=4)
+    training = params["training"]["moving_mnist"]
+    training.update(batch_size=2)
+    training["stage1"]["steps"] = 3
+    training["stage2"]["steps"] = 2
     params["evaluation"].update(batch_size=4, lpips=False, samples=2)
     return params
 
@@ -130,10 +131,10 @@ def test_snakemake_runs_to_the_report_and_reruns_only_what_changed(
     assert metrics["metrics"]["mse"] > 0
     assert snakemake_jobs(work) == []
 
-    params["training"]["stage2"]["steps"] = 3
+    params["training"]["moving_mnist"]["stage2"]["steps"] = 3
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     assert snakemake_jobs(work) == sorted(["all", "report"] + ["train_stage2", "evaluate"] * 4)
-    params["models"]["convlstm"]["filter_size"] = 5
+    params["models"]["moving_mnist"]["convlstm"]["filter_size"] = 5
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     # ConvLSTM's two runs re-train from stage one; PredRNN-V2's still owe the stage-two edit.
     assert snakemake_jobs(work) == sorted(
@@ -172,7 +173,7 @@ def test_dvc_repro_runs_to_the_report_pushes_and_reruns_only_what_changed(
         assert (clone / name).read_bytes() == (work / name).read_bytes(), name
     assert "up to date" in run([dvc, "status"], clone).stdout
 
-    params["training"]["stage2"]["steps"] = 3
+    params["training"]["moving_mnist"]["stage2"]["steps"] = 3
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     stale = set(json.loads(run([dvc, "status", "--json"], work).stdout))
     assert stale == {"train_stage2@moving_mnist-convlstm-baseline-0"}

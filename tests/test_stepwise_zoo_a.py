@@ -238,17 +238,23 @@ def test_bad_configurations_are_refused(config_class: type, bad: dict, message: 
 
 
 def test_params_file_errors_name_the_backbone_key(embedded_raw: dict[str, Any]) -> None:
-    embedded_raw["experiment"]["backbones"] = NAMES
+    embedded_raw["experiment"].update(datasets=["moving_mnist"], backbones=NAMES)
+    models = embedded_raw["models"]["moving_mnist"]
     for name in NAMES:
-        embedded_raw["models"][name] = {"num_hidden": [8, 8], "filter_size": 3, "patch_size": 4}
+        models[name] = {"num_hidden": [8, 8], "filter_size": 3, "patch_size": 4}
     params = validate_params(embedded_raw)
-    assert all(isinstance(params.models[n], BACKBONES.get(n).config_class) for n in NAMES)
-    embedded_raw["models"]["mim"]["num_hidden"] = [8]
-    with pytest.raises(ConfigError, match=r"models\.mim\.num_hidden = \[8\]: .*at least 2"):
+    configured = params.models["moving_mnist"]
+    assert all(isinstance(configured[n], BACKBONES.get(n).config_class) for n in NAMES)
+    models["mim"]["num_hidden"] = [8]
+    with pytest.raises(
+        ConfigError, match=r"models\.moving_mnist\.mim\.num_hidden = \[8\]: .*at least 2"
+    ):
         validate_params(embedded_raw)
-    embedded_raw["models"]["mim"]["num_hidden"] = [8, 8]
-    embedded_raw["models"]["predrnn_pp"]["patch_size"] = 5
-    with pytest.raises(ConfigError, match=r"models\.predrnn_pp with data\.\w+: patch_size = 5"):
+    models["mim"]["num_hidden"] = [8, 8]
+    models["predrnn_pp"]["patch_size"] = 5
+    with pytest.raises(
+        ConfigError, match=r"models\.moving_mnist\.predrnn_pp with data\.\w+: patch_size = 5"
+    ):
         validate_params(embedded_raw)
 
 

@@ -341,16 +341,20 @@ def test_geometries_that_do_not_fit_are_refused() -> None:
 
 
 def test_params_file_errors_name_the_backbone_key(embedded_raw: dict[str, Any]) -> None:
-    embedded_raw["experiment"]["backbones"] = NAMES
-    embedded_raw["models"]["e3d_lstm"] = {"num_hidden": [8, 8], "patch_size": 4}
-    embedded_raw["models"]["phydnet"] = {"encoder_channels": 16, "convlstm_hidden": [32]}
-    embedded_raw["models"]["mau"] = {"num_hidden": [8, 8], "sr_size": 4}
+    embedded_raw["experiment"].update(datasets=["moving_mnist"], backbones=NAMES)
+    models = embedded_raw["models"]["moving_mnist"]
+    models["e3d_lstm"] = {"num_hidden": [8, 8], "patch_size": 4}
+    models["phydnet"] = {"encoder_channels": 16, "convlstm_hidden": [32]}
+    models["mau"] = {"num_hidden": [8, 8], "sr_size": 4}
     params = validate_params(embedded_raw)
-    assert all(isinstance(params.models[n], BACKBONES.get(n).config_class) for n in NAMES)
-    embedded_raw["models"]["mau"]["tau"] = 0
-    with pytest.raises(ConfigError, match=r"models\.mau\.tau = 0: .*greater than 0"):
+    configured = params.models["moving_mnist"]
+    assert all(isinstance(configured[n], BACKBONES.get(n).config_class) for n in NAMES)
+    models["mau"]["tau"] = 0
+    with pytest.raises(ConfigError, match=r"models\.moving_mnist\.mau\.tau = 0: .*greater than 0"):
         validate_params(embedded_raw)
-    embedded_raw["models"]["mau"]["tau"] = 2
-    embedded_raw["models"]["e3d_lstm"]["patch_size"] = 5
-    with pytest.raises(ConfigError, match=r"models\.e3d_lstm with data\.moving_mnist: patch"):
+    models["mau"]["tau"] = 2
+    models["e3d_lstm"]["patch_size"] = 5
+    with pytest.raises(
+        ConfigError, match=r"models\.moving_mnist\.e3d_lstm with data\.moving_mnist: patch"
+    ):
         validate_params(embedded_raw)

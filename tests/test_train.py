@@ -26,10 +26,11 @@ from seemore.train import (
 def tiny(embedded_raw: dict[str, Any], **stage2: Any) -> Any:
     raw = embedded_raw
     raw["data"]["moving_mnist"].update(image_size=16, test_clips=4)
-    raw["models"]["convlstm"].update(num_hidden=[4], patch_size=4)
-    raw["training"].update(batch_size=2)
-    raw["training"]["stage1"]["steps"] = 3
-    raw["training"]["stage2"].update(steps=2, **stage2)
+    raw["models"]["moving_mnist"]["convlstm"].update(num_hidden=[4], patch_size=4)
+    training = raw["training"]["moving_mnist"]
+    training.update(batch_size=2)
+    training["stage1"]["steps"] = 3
+    training["stage2"].update(steps=2, **stage2)
     return validate_params(raw)
 
 
@@ -39,10 +40,10 @@ def job(params: Any, seed: int = 0, stage: int = 1) -> TrainJob:
         benchmark=DATASETS.get("moving_mnist"),
         data=params.data["moving_mnist"],
         backbone_name="convlstm",
-        backbone=params.models["convlstm"],
+        backbone=params.models["moving_mnist"]["convlstm"],
         variant_name="baseline",
         variant=VARIANTS.get("baseline"),
-        training=params.training,
+        training=params.training["moving_mnist"],
         method=params.method,
         seed=seed,
         params_hash=pipeline.stage_hash(params, run, stage),
@@ -137,7 +138,8 @@ def test_stage_two_updaters_continue_stage_one_moments(
     stage1 = load_checkpoint(train_stage(job(params), 1, prepared, tmp_path))
     moments = stage1["optimizer"]["adam"]["state"]
     geometry = DATASETS.get("moving_mnist").geometry(params.data["moving_mnist"])
-    objective = PlainObjective(BACKBONES.get("convlstm")(params.models["convlstm"], geometry))
+    config = params.models["moving_mnist"]["convlstm"]
+    objective = PlainObjective(BACKBONES.get("convlstm")(config, geometry))
     objective.load_state_dict(stage1["objective"])
     names = [name for name, _ in objective.named_parameters()]
 

@@ -9,15 +9,15 @@ import torch
 from tiny_backbones import TinyClipWise, TinyConfig, TinyStepWise, geometry, moving_square_clips
 
 from seemore.backbones import Backbone
-from seemore.config import LMAConfig, MethodConfig, StageConfig
 from seemore.method.bdn import BidirectionalObjective
 from seemore.method.lma import LMAUpdater
 from seemore.method.objective import PlainObjective
+from seemore.method.settings import LMAConfig, MethodConfig, ScheduledSamplingConfig, StageConfig
 from seemore.method.updater import AdamUpdater
 from seemore.method.variants import VARIANTS, build_objective, build_updater
 
 METHOD = MethodConfig(lma=LMAConfig(a_max=2e-3, cycle=4, meta_steps=1))
-STAGE = StageConfig(steps=4, lr=1e-3)
+STAGE = StageConfig(steps=4, lr=1e-3, scheduled_sampling=ScheduledSamplingConfig())
 
 
 def make_step_wise() -> Backbone:

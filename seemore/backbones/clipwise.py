@@ -40,7 +40,7 @@ from seemore.backbones.base import (
 from seemore.backbones.fields import OddKernel
 from seemore.backbones.patch import frame_divisor_problems
 from seemore.backbones.stepwise import levels_by_prefix
-from seemore.config import PositiveInt
+from seemore.schema import PositiveInt
 
 # ConvSC layers normalise with two groups, as in the reference encoder and decoder.
 SPATIAL_NORM_GROUPS = 2

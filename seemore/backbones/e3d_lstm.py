@@ -31,7 +31,7 @@ from seemore.backbones.stepwise import (
     layer_levels,
     levels_by_prefix,
 )
-from seemore.config import PositiveInt
+from seemore.schema import PositiveInt
 
 # The spatiotemporal memory's forget gate starts biased open, as in the reference code.
 FORGET_BIAS = 1.0

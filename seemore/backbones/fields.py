@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, ValidationInfo
 
-from seemore.config import PositiveInt
+from seemore.schema import PositiveInt
 
 
 def _odd(size: int, info: ValidationInfo) -> int:

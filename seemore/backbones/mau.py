@@ -30,7 +30,7 @@ from seemore.backbones.stepwise import (
     layer_levels,
     levels_by_prefix,
 )
-from seemore.config import PositiveInt
+from seemore.schema import PositiveInt
 
 LEAKY_SLOPE = 0.2
 

@@ -26,7 +26,7 @@ from seemore.backbones.base import BackboneConfig, ClipGeometry, Output
 from seemore.backbones.fields import OddKernel
 from seemore.backbones.patch import frame_divisor_problems
 from seemore.backbones.stepwise import StepResult, StepwiseBackbone, levels_by_prefix
-from seemore.config import NonNegativeFloat, PositiveInt
+from seemore.schema import NonNegativeFloat, PositiveInt
 
 NORM_GROUPS = 16  # GroupNorm groups of the encoder/decoder blocks, as in the reference
 LEAKY_SLOPE = 0.2

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from seemore.backbones import BACKBONES
 from seemore.backbones.base import ClipGeometry
 from seemore.backbones.predrnn import CellUpdate, PredRNN, PredRNNConfig
-from seemore.config import NonNegativeFloat
+from seemore.schema import NonNegativeFloat
 
 
 class PredRNNV2Config(PredRNNConfig):

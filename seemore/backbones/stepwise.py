@@ -52,7 +52,7 @@ from seemore.backbones.base import (
 )
 from seemore.backbones.fields import OddKernel
 from seemore.backbones.patch import from_patches, patch_geometry_problems, to_patches
-from seemore.config import PositiveInt
+from seemore.schema import PositiveInt
 
 
 class ConvRecurrentConfig(BackboneConfig):

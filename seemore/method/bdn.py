@@ -24,8 +24,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from seemore.backbones import Backbone, BackboneKind, Output
-from seemore.config import BDNConfig
 from seemore.method.objective import Objective, ObjectiveResult
+from seemore.method.settings import BDNConfig
 
 
 def _mse(a: Tensor, b: Tensor) -> Tensor:

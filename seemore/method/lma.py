@@ -26,8 +26,8 @@ import torch
 from torch import Tensor
 from torch.func import functional_call
 
-from seemore.config import LMAConfig
 from seemore.method.objective import Objective
+from seemore.method.settings import LMAConfig
 from seemore.method.updater import Autocast, Updater
 
 ADAM_BETAS = (0.9, 0.999)

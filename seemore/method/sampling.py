@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from seemore.config import ScheduledSamplingConfig
+from seemore.method.settings import ScheduledSamplingConfig
 
 
 def true_frame_probabilities(config: ScheduledSamplingConfig, step: int) -> tuple[float, float]:

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from seemore.backbones import Backbone
-from seemore.config import MethodConfig, StageConfig
 from seemore.method.objective import Objective, PlainObjective
+from seemore.method.settings import MethodConfig, StageConfig
 from seemore.method.updater import AdamUpdater, Autocast, Updater
 from seemore.registry import Registry
 
