@@ -96,7 +96,7 @@ def test_clips(count: int, workdir: Path) -> np.ndarray:
 def networks(geometry: ClipGeometry) -> dict[str, Backbone]:
     params = load_params(preset_path("embedded"))
     torch.manual_seed(0)
-    predrnn = BACKBONES.get("predrnn_v2")(params.models["predrnn_v2"], geometry)
+    predrnn = BACKBONES.get("predrnn_v2")(params.models["moving_mnist"]["predrnn_v2"], geometry)
     return {"last-frame": LastFrame(BackboneConfig(), geometry), "predrnn_v2": predrnn}
 
 

@@ -321,7 +321,7 @@ class EvaluationJob:
     device: torch.device
     preset: str
     recipe: str | None
-    selected_checkpoint: str | None  # evaluation.checkpoint: best | last
+    selected_checkpoint: str | None  # best | last, unless the model file records it
     evaluation_hash: str
 
 
@@ -363,11 +363,7 @@ def evaluation_header(
         "preset": job.preset,
         "protocol": meta.get("protocol"),
         "recipe": job.recipe,
-        "checkpoint": {
-            "selected": saved.get("selected", job.selected_checkpoint),
-            "step": saved.get("step"),
-            "file": job.model_path.name,
-        },
+        "checkpoint": _checkpoint_record(job, saved, stats),
         "data": {key: meta.get(key) for key in ("source", "stand_in", "description")},
         "horizon": {
             "input_frames": job.data.input_frames,
@@ -402,6 +398,18 @@ def evaluation_header(
             },
         },
     }
+
+
+def _checkpoint_record(
+    job: EvaluationJob, saved: dict[str, Any], stats: dict[str, Any]
+) -> dict[str, Any]:
+    """Which checkpoint was scored: the model file's own `selected`/`step` when it records
+    them, else the job's selection; a `last` checkpoint is at the total steps trained."""
+    selected = saved.get("selected", job.selected_checkpoint)
+    step = saved.get("step")
+    if step is None and selected == "last" and stats:
+        step = sum(stage.get("steps", 0) for stage in stats.values())
+    return {"selected": selected, "step": step, "file": job.model_path.name}
 
 
 def _per_frame_csv(evaluation: Evaluation) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -286,7 +287,7 @@ def test_run_evaluation_records_what_was_scored(workspace: SimpleNamespace) -> N
     assert record["provenance"]["model_sha256"] == hashlib.sha256(model_bytes).hexdigest()
     assert record["provenance"]["evaluation_hash"] == "hash-of-evaluation"
     assert record["recipe"] == "seemore_authors"
-    assert record["checkpoint"]["selected"] == "best" and record["checkpoint"]["file"] == "model.pt"
+    assert record["checkpoint"] == {"selected": "best", "step": None, "file": "model.pt"}
     assert record["horizon"] == {"input_frames": 3, "output_frames": 4}
     assert record["test_clips"] == 5 and record["data"]["stand_in"] is True
     assert set(record["metrics"]) == set(METRIC_NAMES)
@@ -294,6 +295,12 @@ def test_run_evaluation_records_what_was_scored(workspace: SimpleNamespace) -> N
     assert record["reference_conventions"]["openstl"]["ssim"] == "ssim_openstl"
     assert record["metrics"]["lpips"] is None and ALEXNET_WEIGHTS in record["unavailable"]["lpips"]
     assert record["cost"]["train_seconds_per_step"] == {"stage2": 0.5}
+
+
+def test_a_last_checkpoint_is_at_the_total_steps_trained(workspace: SimpleNamespace) -> None:
+    workspace.job = dataclasses.replace(workspace.job, selected_checkpoint="last")
+    record = json.loads(evaluate_workspace(workspace).read_text())
+    assert record["checkpoint"] == {"selected": "last", "step": 3, "file": "model.pt"}
 
 
 @pytest.mark.parametrize(
