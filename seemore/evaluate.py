@@ -249,20 +249,19 @@ def check_test_data(
                 )
 
 
-def check_meta(meta: dict[str, Any], path: Path, clips: np.ndarray, data: DataConfig) -> None:
-    """Refuse prepared data whose meta.json disagrees with the data or the params."""
-    recorded = {
-        "source": data.source,
-        "image_size": clips.shape[-1],
-        "protocol": getattr(data, "protocol", None),
-    }
+def check_meta(
+    meta: dict[str, Any], path: Path, clips: np.ndarray, data: DataConfig, protocol: str
+) -> None:
+    """Refuse prepared data whose meta.json disagrees with the data or the params (`protocol`:
+    the protocol name the params select)."""
+    recorded = {"source": data.source, "image_size": clips.shape[-1], "protocol": protocol}
     source_of = {
         "source": "params.yaml says",
         "image_size": "test.npy has frames of width",
         "protocol": "params.yaml says",
     }
     for key, value in recorded.items():
-        if key in meta and value is not None and meta[key] != value:
+        if key in meta and meta[key] != value:
             raise ValueError(
                 f"{path}: {key} is {meta[key]!r}, but {source_of[key]} {value!r}; "
                 "re-run `seemore prepare`"
@@ -334,7 +333,8 @@ def run_evaluation(job: EvaluationJob, network: Backbone, saved: dict[str, Any])
     clips = job.benchmark.test_clips(job.data, job.prepared_dir)
     check_test_data(clips, job.prepared_dir / "test.npy", geometry, job.data.test_horizon)
     meta = read_meta(job.prepared_dir)
-    check_meta(meta, job.prepared_dir / META_FILE, clips, job.data)
+    protocol = job.benchmark.protocol_name(job.data)
+    check_meta(meta, job.prepared_dir / META_FILE, clips, job.data, protocol)
 
     evaluation = evaluate(
         network.to(job.device), clips, job.data.input_frames, job.evaluation, job.device

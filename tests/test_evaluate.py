@@ -287,6 +287,7 @@ def test_run_evaluation_records_what_was_scored(workspace: SimpleNamespace) -> N
     assert record["provenance"]["model_sha256"] == hashlib.sha256(model_bytes).hexdigest()
     assert record["provenance"]["evaluation_hash"] == "hash-of-evaluation"
     assert record["recipe"] == "seemore_authors"
+    assert record["protocol"] == "openstl"  # copied from meta.json
     assert record["checkpoint"] == {"selected": "best", "step": None, "file": "model.pt"}
     assert record["horizon"] == {"input_frames": 3, "output_frames": 4}
     assert record["test_clips"] == 5 and record["data"]["stand_in"] is True
@@ -365,6 +366,7 @@ def test_test_data_of_the_wrong_dtype_range_or_length_is_refused(
     ("key", "value", "message"),
     [
         ("source", "download", "source is 'download', but params.yaml says 'embedded'"),
+        ("protocol", "predrnn", "protocol is 'predrnn', but params.yaml says 'openstl'"),
         ("image_size", 64, "image_size is 64, but test.npy has frames of width 16"),
         ("counts", {"test_clips": 9}, "counts.test_clips is 9, but test.npy holds 5 clips"),
     ],
