@@ -203,18 +203,16 @@ def render(digits: np.ndarray, trajectories: Trajectories, image_size: int) -> n
     size = digit_size(image_size)
     if digits.shape[1:] != (size, size):
         raise ValueError(f"digits are {digits.shape[1:]}, expected {(size, size)}")
-    count, slots, frames = trajectories.positions.shape[:3]
+    count, _, frames = trajectories.positions.shape[:3]
     clips = np.zeros((count, frames, image_size, image_size), dtype=np.uint8)
-    corners = np.rint(trajectories.positions).astype(np.int64)
-    offsets = np.arange(size)
-    clip_index = np.arange(count)[:, None, None, None]
-    frame_index = np.arange(frames)[None, :, None, None]
-    for slot in range(slots):
-        rows = corners[:, slot, :, 0, None, None] + offsets[:, None]
-        columns = corners[:, slot, :, 1, None, None] + offsets[None, :]
-        image = digits[trajectories.digit_index[:, slot]][:, None]
-        region = clips[clip_index, frame_index, rows, columns]
-        clips[clip_index, frame_index, rows, columns] = np.maximum(region, image)
+    corners = np.rint(trajectories.positions).astype(np.int64).tolist()
+    # One in-place max per pasted digit on a view: measured faster than one fancy-indexed
+    # gather / scatter over all clips (benchmarks/mnist_generator.md).
+    for clip, (paths, chosen) in enumerate(zip(corners, trajectories.digit_index, strict=True)):
+        for path, digit in zip(paths, digits[chosen], strict=True):
+            for frame, (row, column) in enumerate(path):
+                region = clips[clip, frame, row : row + size, column : column + size]
+                np.maximum(region, digit, out=region)
     return clips[:, :, None]
 
 
