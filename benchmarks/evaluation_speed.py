@@ -174,9 +174,10 @@ def main() -> None:
         + (
             "On a CPU thread the float64 box filter of the torch SSIM does the same work as "
             "scipy's uniform_filter under scikit-image, per pixel, and today's path computes "
-            "two SSIM conventions instead of one, so no speed-up is possible here; the gain "
-            "is on a GPU, where every metric of a batch is a few kernels and the host never "
-            "loops over frames. Re-run this script unchanged on a CUDA device for that figure."
+            "two SSIM conventions instead of one, so no speed-up is possible here. The gain "
+            "is expected on a GPU (every metric of a batch is a few kernels, no host loop over "
+            "frames) but is NOT measured: no GPU was available. Re-run this script unchanged "
+            "on a CUDA device for that figure."
             if args.device == "cpu"
             else "met."
             if own_work >= 10
