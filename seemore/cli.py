@@ -106,12 +106,16 @@ def _train_job(
 
 
 def _stage_one_from(args: argparse.Namespace, params: Params) -> pipeline.StageOne:
-    if args.objective is None:
+    # Stage one of a variant is the stage one of its objective.
+    objective = args.objective or (args.variant and pipeline.objective_of(args.variant))
+    if not objective:
         raise ConfigError("train --stage 1 needs --objective (plain or bidirectional)")
-    job = pipeline.StageOne(args.dataset, args.backbone, args.objective, args.seed)
+    job = pipeline.StageOne(args.dataset, args.backbone, objective, args.seed)
     if job not in pipeline.stage_ones(params):
         raise ConfigError(
-            f"{args.params}: no variant of experiment.variants trains stage one {job}"
+            f"{args.params}: stage one {job} is not in the experiment matrix "
+            "(experiment.datasets/backbones/seeds, and a variant of experiment.variants "
+            "with that objective)"
         )
     return job
 
@@ -398,7 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, required=True)
     train.add_argument("--stage", type=int, choices=(1, 2), required=True)
     train.add_argument(
-        "--objective", choices=pipeline.OBJECTIVES, help="stage one: the objective it trains"
+        "--objective",
+        choices=pipeline.OBJECTIVES,
+        help="stage one: the objective it trains (or give --variant: its objective)",
     )
     train.add_argument(
         "--variant", choices=_registries()["variant"].names(), help="stage two: the variant"

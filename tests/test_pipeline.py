@@ -241,7 +241,7 @@ def test_dvc_run_refuses_a_stale_dvc_yaml_and_a_running_snakemake(
     locks.mkdir(parents=True)
     (locks / "0.input.lock").write_text("")
     busy = run([seemore, "check"], work, env=under_dvc, ok=False)
-    assert busy.returncode == 2
+    assert busy.returncode == 1  # a runtime condition, not bad input
     assert "snakemake is running in this workspace" in busy.stderr
 
 
