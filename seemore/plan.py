@@ -53,7 +53,7 @@ REFERENCE_GPUS = {
 DEFAULT_GPU_UTILISATION = 0.10
 # Measured on this project's 2-core CPU machine: FLOPs of the embedded default's training
 # steps over their wall time, one torch thread per job (benchmarks/plan_check.md).
-DEFAULT_CPU_FLOPS_PER_CORE = 10e9
+DEFAULT_CPU_FLOPS_PER_CORE = 15e9
 
 
 @dataclass(frozen=True)
@@ -191,6 +191,14 @@ def rule_jobs(params: Params) -> dict[str, int]:
     }
 
 
+def planned_data_bytes(params: Params) -> dict[str, int | None]:
+    """Bytes each dataset's preparation will store (None: only the real files tell)."""
+    return {
+        name: DATASETS.get(name).planned_bytes(params.data[name])
+        for name in params.experiment.datasets
+    }
+
+
 def build_plan(params: Params, assumptions: Assumptions, root: Path = Path(".")) -> Plan:
     """The plan of `params`; `root` is the working directory whose data/ is measured."""
     method = params.method
@@ -220,10 +228,7 @@ def build_plan(params: Params, assumptions: Assumptions, root: Path = Path("."))
         job = stage1_job_name(run)
         stage1_jobs.setdefault(job, stage1)
         run_plans.append(RunPlan(run, *inference[key[:2]], job, stage1, stage2))
-    data_bytes = {
-        name: DATASETS.get(name).planned_bytes(params.data[name])
-        for name in params.experiment.datasets
-    }
+    data_bytes = planned_data_bytes(params)
     data_on_disk = {}
     for name in params.experiment.datasets:
         folders = [root / pipeline.prepared_dir(name), root / pipeline.raw_dir(name)]
@@ -260,6 +265,8 @@ def si(value: float, unit: str) -> str:
 
 
 def hours(value: float) -> str:
+    if value < 1 / 3600:
+        return "< 1 s"
     if value < 1 / 60:
         return f"{value * 3600:.0f} s"
     if value < 1:
