@@ -137,8 +137,9 @@ def cmd_evaluate(args: argparse.Namespace, params: Params) -> None:
         out_dir=run.directory,
         device=resolve_device(params.experiment.device),
         preset=params.experiment.preset,
-        recipe=None,
-        selected_checkpoint=None,
+        recipe=params.training[run.dataset].recipe,
+        # train writes the final model only; `evaluation.checkpoint` (best | last) replaces this.
+        selected_checkpoint="last",
         evaluation_hash=pipeline.keys_hash(params, pipeline.EVALUATE_KEYS, dataset=run.dataset),
     )
     print(f"wrote {run_evaluation(job, network, saved)}")

@@ -87,7 +87,7 @@ class WindowedBenchmark(Benchmark):
     def prepare(cls, config: DataConfig, raw_dir: Path, out_dir: Path) -> None:
         with fresh_outputs(out_dir, PREPARED_FILES):
             meta = cls.prepare_splits(config, raw_dir, out_dir)
-            write_meta(out_dir, {**section_meta(config), **meta})
+            write_meta(out_dir, {**section_meta(config), **cls.protocol_meta(config), **meta})
 
     @classmethod
     def prepare_splits(cls, config: DataConfig, raw_dir: Path, out_dir: Path) -> dict[str, Any]:
