@@ -23,6 +23,7 @@ from seemore.plan import (
     pass_cost,
     planned_data_bytes,
     rule_jobs,
+    validation_scorings,
 )
 from seemore.train import load_checkpoint
 
@@ -183,3 +184,11 @@ def test_a_convolution_pass_is_three_forwards_counted_by_hand(groups: int) -> No
         conv(clip).sum().backward()
     forward = 2 * batch * channels * (channels // groups) * size * size * kernel**2
     assert counter.get_total_flops() == 3 * forward
+
+
+def test_validation_scorings_by_hand() -> None:
+    # After iterations 4, 8 and the last, 10; 8 with eval_every 4: after 4 and 8; never
+    # asked: once, after the last.
+    assert validation_scorings(10, 4) == 3
+    assert validation_scorings(8, 4) == 2
+    assert validation_scorings(8, None) == 1
