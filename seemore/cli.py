@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -179,19 +178,13 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 def cmd_use_preset(args: argparse.Namespace) -> None:
-    source = preset_path(args.name)
-    load_params(source)  # refuse a broken preset before touching params.yaml
+    from seemore.recipes import write_preset
+
     target: Path = args.params
-    presets = {path.read_bytes() for path in source.parent.glob("*.yaml")}
-    if target.is_file() and target.read_bytes() not in presets:
-        # Hand edits are not lost: keep them beside the file.
-        backup = target.with_name(target.name + ".bak")
-        shutil.copyfile(target, backup)
+    backup = write_preset(args.name, target)
+    if backup is not None:
         print(f"kept your edited {target} as {backup}")
-    temp = target.with_name(f".{target.name}.part")
-    shutil.copyfile(source, temp)
-    temp.replace(target)
-    print(f"{target} now holds the {args.name!r} preset ({source})")
+    print(f"{target} now holds the {args.name!r} preset ({preset_path(args.name)})")
 
 
 def cmd_check(args: argparse.Namespace, params: Params) -> None:

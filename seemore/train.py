@@ -27,7 +27,7 @@ from seemore.backbones import Backbone, BackboneConfig, BackboneKind, ClipGeomet
 from seemore.config import MethodConfig, TrainingConfig
 from seemore.data import DataConfig
 from seemore.data.base import Benchmark, atomic_write_bytes, to_unit_float
-from seemore.method.sampling import sampling_mask
+from seemore.method.sampling import sampling_mask, schedule_iteration
 from seemore.method.variants import Variant, build_objective, build_updater
 
 CHECKPOINT_FORMAT = 1
@@ -130,9 +130,7 @@ def train_stage(
 
     stage_config = job.training.stage1 if stage == 1 else job.training.stage2
     autocast = autocast_for(job.device)
-    updater = build_updater(
-        job.variant, stage, objective, stage_config, job.method, autocast, job.training.grad_clip
-    )
+    updater = build_updater(job.variant, stage, objective, job.training, job.method, autocast)
     if stage == 2:
         updater.resume_moments(stage1["optimizer"])
     # Separate, seeded streams: which clips are drawn, and which frames are sampled true.
@@ -158,7 +156,7 @@ def train_stage(
             mask = torch.from_numpy(
                 sampling_mask(
                     stage_config.scheduled_sampling,
-                    global_step,
+                    schedule_iteration(stage_config.scheduled_sampling, global_step, start_step),
                     clip.shape[0],
                     geometry.input_frames,
                     total,

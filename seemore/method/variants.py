@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from seemore.backbones import Backbone
 from seemore.method.objective import Objective, PlainObjective
-from seemore.method.settings import MethodConfig, StageConfig
+from seemore.method.settings import MethodConfig, TrainingConfig
 from seemore.method.updater import AdamUpdater, Autocast, Updater
 from seemore.registry import Registry
 
@@ -44,13 +44,25 @@ def build_updater(
     variant: Variant,
     stage: int,
     objective: Objective,
-    stage_config: StageConfig,
+    training: TrainingConfig,
     method: MethodConfig,
     autocast: Autocast,
-    grad_clip: float | None,
 ) -> Updater:
-    if stage == 2 and variant.meta_adapted:
+    """Stage two's `resume_moments` continues stage one's moments only when
+    `training.stage2.moments` is `resumed`; with `fresh` it leaves the new ones alone."""
+    if stage == 1:
+        return AdamUpdater(objective, training.stage1.lr, autocast, training.grad_clip)
+    resume = training.stage2.moments == "resumed"
+    if variant.meta_adapted:
         from seemore.method.lma import LMAUpdater
 
-        return LMAUpdater(objective, stage_config.lr, method.lma, autocast, grad_clip)
-    return AdamUpdater(objective, stage_config.lr, autocast, grad_clip)
+        return LMAUpdater(
+            objective,
+            training.stage2.lr,
+            method.lma,
+            autocast,
+            training.grad_clip,
+            updates_per_iteration=training.updates_per_iteration,
+            resume=resume,
+        )
+    return AdamUpdater(objective, training.stage2.lr, autocast, training.grad_clip, resume=resume)
