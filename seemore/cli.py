@@ -92,10 +92,11 @@ def cmd_evaluate(args: argparse.Namespace, params: Params) -> None:
     from seemore.data import DATASETS
     from seemore.evaluate import EvaluationJob, RunIdentity, run_evaluation
     from seemore.train import load_inference_model, resolve_device
+    from seemore.validation import model_file
 
     _set_threads(args.threads)
     run = _run_from(args, params)
-    model_path = run.directory / "model.pt"
+    model_path = run.directory / model_file(params.evaluation.checkpoint)
     network, saved = load_inference_model(model_path)
     job = EvaluationJob(
         identity=RunIdentity(
@@ -109,8 +110,8 @@ def cmd_evaluate(args: argparse.Namespace, params: Params) -> None:
         out_dir=run.directory,
         device=resolve_device(params.experiment.device),
         preset=params.experiment.preset,
-        recipe=None,
-        selected_checkpoint=None,
+        recipe=saved.get("recipe"),
+        selected_checkpoint=params.evaluation.checkpoint,
         evaluation_hash=pipeline.keys_hash(params, pipeline.EVALUATE_KEYS, dataset=run.dataset),
     )
     print(f"wrote {run_evaluation(job, network, saved)}")

@@ -29,6 +29,7 @@ from seemore.data import DataConfig
 from seemore.data.base import Benchmark, atomic_write_bytes, to_unit_float
 from seemore.method.sampling import sampling_mask, schedule_iteration
 from seemore.method.variants import Variant, build_objective, build_updater
+from seemore.validation import Validation, model_file
 
 CHECKPOINT_FORMAT = 1
 
@@ -140,6 +141,14 @@ def train_stage(
     step_wise = objective.forward_network.kind is BackboneKind.STEP_WISE
     total = geometry.total_frames
 
+    validation = Validation(
+        job.benchmark.val_clips(job.data, prepared_dir),
+        geometry.input_frames,
+        stage_config.eval_every,
+        stage_config.steps,
+        job.training.batch_size,
+        job.device,
+    )
     objective.train()
     started = time.perf_counter()
     bar = tqdm(
@@ -167,6 +176,7 @@ def train_stage(
         if job.training.reverse_input:
             reversed_logs = updater.step(clip.flip(1), mask)
             logs["loss_reversed_input"] = reversed_logs["loss"]
+        logs.update(validation.after_step(step + 1, global_step, objective.forward_network))
         history.append({"stage": stage, "step": global_step, **logs})
         if step % 10 == 0:
             bar.set_postfix(loss=f"{logs['loss']:.4f}")
@@ -198,15 +208,26 @@ def train_stage(
     path = out_dir / f"stage{stage}.pt"
     save_atomic(checkpoint, path)
     if stage == 2:
-        save_inference_model(objective.forward_network, job, stats, out_dir / "model.pt")
+        last = start_step + stage_config.steps - 1
+        network = objective.forward_network
+        save_inference_model(network, job, stats, out_dir / model_file("last"), ("last", last))
+        best_step, best_state = validation.best_step, validation.best_state
+        network.load_state_dict(best_state)
+        save_inference_model(network, job, stats, out_dir / model_file("best"), ("best", best_step))
         write_train_log(history, out_dir / "train_log.csv")
     return path
 
 
 def save_inference_model(
-    network: Backbone, job: TrainJob, stats: dict[str, Any], path: Path
+    network: Backbone,
+    job: TrainJob,
+    stats: dict[str, Any],
+    path: Path,
+    selection: tuple[str, int | None],
 ) -> None:
-    """The forward network alone; `load_inference_model` loads it into the plain backbone."""
+    """The forward network alone; `load_inference_model` loads it into the plain backbone.
+    `selection` is which checkpoint it is (`last`, or `best` on validation MSE) and the run
+    step whose weights it holds."""
     save_atomic(
         {
             "format": CHECKPOINT_FORMAT,
@@ -218,6 +239,9 @@ def save_inference_model(
             "variant": job.variant_name,
             "seed": job.seed,
             "stats": stats,
+            "recipe": job.training.recipe,
+            "selected": selection[0],
+            "step": selection[1],
         },
         path,
     )
