@@ -210,10 +210,14 @@ def train_stage(
     if stage == 2:
         last = start_step + stage_config.steps - 1
         network = objective.forward_network
-        save_inference_model(network, job, stats, out_dir / model_file("last"), ("last", last))
-        best_step, best_state = validation.best_step, validation.best_state
-        network.load_state_dict(best_state)
-        save_inference_model(network, job, stats, out_dir / model_file("best"), ("best", best_step))
+        for selected, step, state in (
+            ("last", last, None),
+            ("best", validation.best_step, validation.best_state),
+        ):
+            if state is not None:
+                network.load_state_dict(state)
+            selection = {"selected": selected, "step": step, "recipe": job.training.recipe}
+            save_inference_model(network, job, stats, out_dir / model_file(selected), selection)
         write_train_log(history, out_dir / "train_log.csv")
     return path
 
@@ -223,11 +227,11 @@ def save_inference_model(
     job: TrainJob,
     stats: dict[str, Any],
     path: Path,
-    selection: tuple[str, int | None],
+    selection: dict[str, Any] | None = None,
 ) -> None:
     """The forward network alone; `load_inference_model` loads it into the plain backbone.
-    `selection` is which checkpoint it is (`last`, or `best` on validation MSE) and the run
-    step whose weights it holds."""
+    `selection` (recorded as is): `selected` (`last`, or `best` on validation MSE), `step`
+    (the run step whose weights it holds), `recipe` (the recipe it was trained by)."""
     save_atomic(
         {
             "format": CHECKPOINT_FORMAT,
@@ -239,9 +243,7 @@ def save_inference_model(
             "variant": job.variant_name,
             "seed": job.seed,
             "stats": stats,
-            "recipe": job.training.recipe,
-            "selected": selection[0],
-            "step": selection[1],
+            **(selection or {}),
         },
         path,
     )
