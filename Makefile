@@ -7,7 +7,7 @@ CORES ?= 8
 # Snakemake rules and DVC stages call `seemore`: put the venv's commands first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run test lint paper embedded clean
+.PHONY: setup run test lint plan paper embedded clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,10 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# Jobs, FLOPs, GPU/CPU hours and disk of the active params.yaml, before anything runs.
+plan: $(STAMP)
+	$(BIN)/seemore plan
 
 # The one switch between presets, for snakemake and dvc alike: it rewrites params.yaml.
 paper: $(STAMP)

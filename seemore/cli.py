@@ -3,22 +3,49 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import pickle
 import sys
+import traceback
+import urllib.error
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from seemore import pipeline
-from seemore.config import ConfigError, Params, load_params, preset_path
+from seemore.config import PRESETS_DIR, ConfigError, Params, load_params, preset_path
 from seemore.data.download import DataError
+from seemore.registry import Registry
 
 DEFAULT_PARAMS = Path("params.yaml")
+# Input a user can fix (params, data, names): exit 2. Anything else failing: exit 1.
+INPUT_ERROR, FAILURE, INTERRUPTED = 2, 1, 130
+
+
+def _registries() -> dict[str, Registry[Any]]:
+    from seemore.backbones import BACKBONES
+    from seemore.data import DATASETS
+    from seemore.method.variants import VARIANTS
+
+    return {"dataset": DATASETS, "backbone": BACKBONES, "variant": VARIANTS}
+
+
+def _add_name_argument(parser: argparse.ArgumentParser, concept: str) -> None:
+    """`--<concept> NAME`, one of the registered names (listed, with descriptions, below)."""
+    names = _registries()[concept].names()
+    parser.add_argument(
+        f"--{concept}",
+        required=True,
+        choices=names,
+        metavar=concept.upper(),
+        help=f"one of: {', '.join(names)}",
+    )
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--backbone", required=True)
-    parser.add_argument("--variant", required=True)
+    for concept in ("dataset", "backbone", "variant"):
+        _add_name_argument(parser, concept)
     parser.add_argument("--seed", type=int, required=True)
 
 
@@ -110,7 +137,7 @@ def cmd_evaluate(args: argparse.Namespace, params: Params) -> None:
         out_dir=run.directory,
         device=resolve_device(params.experiment.device),
         preset=params.experiment.preset,
-        recipe=saved.get("recipe"),
+        recipe=params.training[run.dataset].recipe,
         selected_checkpoint=params.evaluation.checkpoint,
         evaluation_hash=pipeline.keys_hash(params, pipeline.EVALUATE_KEYS, dataset=run.dataset),
     )
@@ -148,7 +175,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 def cmd_info(args: argparse.Namespace) -> None:
     from seemore.backbones import BACKBONES
-    from seemore.backbones.profile import profile
+    from seemore.backbones.profile import build_on_meta, count_flops, count_parameters, level_sizes
     from seemore.backbones.reference import reference_config
     from seemore.data import DATASETS
 
@@ -165,15 +192,17 @@ def cmd_info(args: argparse.Namespace) -> None:
         origin = f"reference configuration of {args.backbone} on {args.dataset}"
     for problem in config.check_geometry(geometry):
         raise ConfigError(f"{origin}: {problem}")
-    parameters, flops = profile(backbone_class, config, geometry)
+    network = build_on_meta(backbone_class, config, geometry)
     info = {
         "backbone": args.backbone,
         "dataset": args.dataset,
         "configuration": origin,
         "geometry": vars(geometry),
         "kind": backbone_class.kind.value,
-        "parameters": parameters,
-        "flops_per_clip": flops,
+        "parameters": count_parameters(network),
+        "flops_per_clip": count_flops(network),
+        # LMA learns one rate per level, shallow to deep (per network: BDN trains two).
+        "levels": [{"name": name, "parameters": size} for name, size in level_sizes(network)],
     }
     print(json.dumps(info, indent=2))
 
@@ -193,25 +222,129 @@ def cmd_check(args: argparse.Namespace, params: Params) -> None:
     print(f"{args.params}: valid; {count} runs")
 
 
+def cmd_plan(args: argparse.Namespace, params: Params) -> None:
+    from seemore.plan import REFERENCE_GPUS, Assumptions, build_plan, format_plan
+
+    assumptions = Assumptions(
+        gpu=REFERENCE_GPUS[args.gpu],
+        gpu_utilisation=args.gpu_utilisation,
+        cpu_flops_per_core=args.cpu_gflops * 1e9,
+    )
+    plan = build_plan(params, assumptions)
+    print(format_plan(plan, str(args.params), params.experiment.preset))
+
+
+# --- parser -------------------------------------------------------------------------------
+
+
+def preset_descriptions() -> list[tuple[str, str]]:
+    """Each preset's name and the first line of its leading comment."""
+    entries = []
+    for path in sorted(PRESETS_DIR.glob("*.yaml")):
+        lines = path.read_text().splitlines()
+        entries.append((path.stem, lines[0].removeprefix("#").strip() if lines else ""))
+    return entries
+
+
+def catalogue() -> str:
+    """Every registered name with its one-line description, for the help texts."""
+    sections = [
+        (f"{concept}s (--{concept})", [(n, registry.get(n).description) for n in registry])
+        for concept, registry in _registries().items()
+    ]
+    sections.append(("presets (seemore use-preset NAME)", preset_descriptions()))
+    width = max(len(name) for _, entries in sections for name, _ in entries)
+    lines = []
+    for title, entries in sections:
+        lines.append(f"{title}:")
+        lines.extend(f"  {name:<{width}}  {description}" for name, description in entries)
+    return "\n".join(lines)
+
+
+def _positive_fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text}: expected a fraction in (0, 1]")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text}: expected a positive number")
+    return value
+
+
+def _global_options(defaults: bool) -> argparse.ArgumentParser:
+    """--params and --debug, accepted before the command (`defaults`: the top-level parser
+    sets their defaults) and after it (SUPPRESS: absent there, the top-level value stands)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("global options (before or after the command)")
+    group.add_argument(
+        "--params",
+        type=Path,
+        default=DEFAULT_PARAMS if defaults else argparse.SUPPRESS,
+        metavar="FILE",
+        help=f"the params file (default: {DEFAULT_PARAMS})",
+    )
+    group.add_argument(
+        "--debug",
+        action="store_true",
+        default=False if defaults else argparse.SUPPRESS,
+        help="on an error, also print its traceback",
+    )
+    return parent
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="seemore", description=__doc__)
-    parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="params file")
-    commands = parser.add_subparsers(dest="command", required=True)
+    from seemore.plan import DEFAULT_CPU_FLOPS_PER_CORE, DEFAULT_GPU_UTILISATION, REFERENCE_GPUS
 
-    prepare = commands.add_parser("prepare", help="obtain and preprocess one dataset")
-    prepare.add_argument("--dataset", required=True)
+    epilog = catalogue()
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="seemore",
+        description=(
+            "seemore: train video-prediction backbones with and without SeeMore (BDN + LMA) on "
+            "the standard benchmarks and report the ablation. params.yaml is the experiment; "
+            "`seemore plan` shows what it costs before it runs."
+        ),
+        epilog=epilog,
+        formatter_class=formatter,
+        parents=[_global_options(defaults=True)],
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    after = [_global_options(defaults=False)]
 
-    train = commands.add_parser("train", help="train one stage of one run")
+    def command(
+        name: str, handler: Callable[..., None], reads_params: bool, summary: str
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name,
+            help=summary,
+            description=summary,
+            epilog=epilog,
+            formatter_class=formatter,
+            parents=after,
+        )
+        sub.set_defaults(handler=handler, reads_params=reads_params)
+        return sub
+
+    prepare = command("prepare", cmd_prepare, True, "obtain and preprocess one dataset")
+    _add_name_argument(prepare, "dataset")
+
+    train = command("train", cmd_train, True, "train one stage of one run")
     _add_run_arguments(train)
     train.add_argument("--stage", type=int, choices=(1, 2), required=True)
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    evaluate = commands.add_parser("evaluate", help="metrics of one trained run on the test split")
+    evaluate = command(
+        "evaluate", cmd_evaluate, True, "metrics of one trained run on the test split"
+    )
     _add_run_arguments(evaluate)
-    evaluate.add_argument("--threads", type=int, default=None)
+    evaluate.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
-    report = commands.add_parser("report", help="render reports/ablation.html and .csv")
+    report = command("report", cmd_report, False, "render reports/ablation.html and .csv")
     report.add_argument("--results", default=str(pipeline.RESULTS_ROOT))
     report.add_argument("--out", default=str(pipeline.REPORTS_ROOT))
     report.add_argument(
@@ -220,21 +353,47 @@ def build_parser() -> argparse.ArgumentParser:
         help="controlled inference measurement cited for latency parity (if the file exists)",
     )
 
-    info = commands.add_parser("info", help="a backbone's parameter count and FLOPs")
-    info.add_argument("--backbone", required=True)
-    info.add_argument("--dataset", required=True)
+    info = command(
+        "info", cmd_info, False, "a backbone's parameters, FLOPs and levels (LMA's rate groups)"
+    )
+    _add_name_argument(info, "backbone")
+    _add_name_argument(info, "dataset")
     info.add_argument(
         "--reference", action="store_true", help="use the published reference configuration"
     )
 
-    preset = commands.add_parser("use-preset", help="write a preset into params.yaml")
-    preset.add_argument("name", help="embedded or paper")
+    preset = command("use-preset", cmd_use_preset, False, "write a preset into params.yaml")
+    preset.add_argument("name", choices=[name for name, _ in preset_descriptions()])
 
-    commands.add_parser("check", help="validate params.yaml")
+    plan = command(
+        "plan", cmd_plan, True, "jobs, FLOPs, GPU/CPU hours and disk of params.yaml, before a run"
+    )
+    plan.add_argument(
+        "--gpu", choices=sorted(REFERENCE_GPUS), default="h100-sxm", help="reference GPU"
+    )
+    plan.add_argument(
+        "--gpu-utilisation",
+        type=_positive_fraction,
+        default=DEFAULT_GPU_UTILISATION,
+        metavar="FRACTION",
+        help=f"share of the GPU's peak reached (default: {DEFAULT_GPU_UTILISATION})",
+    )
+    plan.add_argument(
+        "--cpu-gflops",
+        type=_positive_float,
+        default=DEFAULT_CPU_FLOPS_PER_CORE / 1e9,
+        metavar="RATE",
+        help="GFLOP/s one CPU core sustains in training (default: measured, "
+        "benchmarks/plan_check.md)",
+    )
 
-    fetch = commands.add_parser(
+    command("check", cmd_check, True, "validate params.yaml")
+
+    fetch = command(
         "fetch-weights",
-        help="download torchvision's AlexNet weights for LPIPS into the torch hub cache",
+        cmd_fetch_weights,
+        False,
+        "download torchvision's AlexNet weights for LPIPS into the torch hub cache",
     )
     fetch.add_argument("--url", help="where to download from (default: torchvision's URL)")
     fetch.add_argument(
@@ -245,30 +404,101 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# --- errors -------------------------------------------------------------------------------
+
+
+def _one_line(error: object, limit: int | None = None) -> str:
+    """The message on one line; foreign messages (`limit`) cut short, ours kept whole."""
+    text = " ".join(str(error).split())
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _torch_out_of_memory(error: BaseException) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(error, torch.OutOfMemoryError)
+
+
+def _unreadable_checkpoint(error: BaseException) -> bool:
+    """What torch.load raises on a truncated, corrupt or foreign file."""
+    if isinstance(error, pickle.UnpicklingError | EOFError):
+        return True
+    return isinstance(error, RuntimeError) and "PytorchStreamReader" in str(error)
+
+
+def describe_error(error: BaseException) -> tuple[str, int]:
+    """One line saying what went wrong and what to do, and the exit status."""
+    memory_hint = (
+        "lower training.batch_size or evaluation.batch_size, or the data's image_size "
+        "(seemore plan shows each run's size)"
+    )
+    if isinstance(error, MemoryError):
+        return f"out of memory ({_one_line(error) or 'MemoryError'}); {memory_hint}", FAILURE
+    if _torch_out_of_memory(error):
+        return f"out of GPU memory: {_one_line(error)}; {memory_hint}", FAILURE
+    if _unreadable_checkpoint(error):
+        return (
+            f"a checkpoint could not be read ({_one_line(error, 200)}): it is truncated, corrupt "
+            "or not written by seemore; delete it and re-run the stage that writes it",
+            INPUT_ERROR,
+        )
+    if isinstance(error, ConfigError):
+        return str(error), INPUT_ERROR  # one line per problem
+    if isinstance(error, KeyError):
+        return str(error.args[0]) if error.args else "KeyError", INPUT_ERROR
+    if isinstance(error, DataError | ValueError):
+        return _one_line(error), INPUT_ERROR
+    if isinstance(error, urllib.error.HTTPError):
+        return (
+            f"download failed: HTTP {error.code} {error.reason} from {error.url}; the source may "
+            "have moved: place the files by hand (source: local) or retry later",
+            FAILURE,
+        )
+    if isinstance(error, urllib.error.URLError):
+        return (
+            f"cannot reach the download source ({_one_line(error.reason)}); this step needs "
+            "network access: check the connection or proxy, place the files by hand "
+            "(source: local), or use the embedded preset offline",
+            FAILURE,
+        )
+    if isinstance(error, TimeoutError):
+        detail = _one_line(error) or "no answer"
+        return f"timed out ({detail}); check the network and retry", FAILURE
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        where = f" writing {error.filename}" if error.filename else ""
+        return (
+            f"no space left on device{where}; free space (seemore plan estimates what the "
+            "run needs) and re-run",
+            FAILURE,
+        )
+    if isinstance(error, FileNotFoundError) and error.errno is None:
+        return _one_line(error), INPUT_ERROR  # ours: the message names the file and the fix
+    if isinstance(error, OSError) and error.strerror:
+        where = f"{error.filename}: " if error.filename else ""
+        return f"{where}{error.strerror}", FAILURE
+    if isinstance(error, RuntimeError):
+        return _one_line(error, 400), FAILURE
+    return (
+        f"unexpected {type(error).__name__}: {_one_line(error, 400)} (--debug shows the traceback)",
+        FAILURE,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "report":
-            cmd_report(args)
-        elif args.command == "info":
-            cmd_info(args)
-        elif args.command == "use-preset":
-            cmd_use_preset(args)
-        elif args.command == "fetch-weights":
-            cmd_fetch_weights(args)
+        if args.reads_params:
+            args.handler(args, load_params(args.params))
         else:
-            params = load_params(args.params)
-            handler = {
-                "prepare": cmd_prepare,
-                "train": cmd_train,
-                "evaluate": cmd_evaluate,
-                "check": cmd_check,
-            }[args.command]
-            handler(args, params)
-    except (ConfigError, DataError, FileNotFoundError, KeyError, ValueError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+            args.handler(args)
+    except (Exception, KeyboardInterrupt) as error:
+        if args.debug:
+            traceback.print_exception(error)
+        if isinstance(error, KeyboardInterrupt):
+            message, status = "interrupted", INTERRUPTED
+        else:
+            message, status = describe_error(error)
         print(f"seemore {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        return status
     return 0
 
 

@@ -41,9 +41,9 @@ def test_paper_preset_is_the_authors_recipe() -> None:
     assert params.experiment.backbones == ["predrnn_v2"]
     assert params.experiment.datasets == ["moving_mnist", "kth"]
     assert params.experiment.variants == ["baseline", "bdn", "lma", "seemore"]
-    assert params.data["moving_mnist"].source == "download"
-    assert params.data["moving_mnist"].image_size == 64
-    kth = params.data["kth"]
+    mnist, kth = params.data["moving_mnist"], params.data["kth"]
+    assert (mnist.source, mnist.protocol, mnist.image_size) == ("local", "predrnn", 64)
+    assert kth.protocol == "predrnn"
     assert (kth.image_size, kth.input_frames, kth.output_frames, kth.output_frames_test) == (
         128, 10, 10, 20
     )

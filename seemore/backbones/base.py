@@ -66,6 +66,8 @@ class Backbone(nn.Module):
 
     kind: ClassVar[BackboneKind]
     config_class: ClassVar[type[BackboneConfig]]
+    # One line for `seemore --help`: the published model it implements.
+    description: ClassVar[str]
 
     def __init__(self, config: BackboneConfig, geometry: ClipGeometry) -> None:
         super().__init__()

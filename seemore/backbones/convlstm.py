@@ -55,6 +55,7 @@ class ConvLSTMCell(nn.Module):
 
 @BACKBONES.register("convlstm")
 class ConvLSTM(StepwiseBackbone):
+    description = "ConvLSTM (Shi et al., 2015): stacked convolutional LSTM cells"
     config_class = ConvLSTMConfig
     config: ConvLSTMConfig
 

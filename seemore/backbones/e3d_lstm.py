@@ -152,6 +152,7 @@ class E3DCarry(NamedTuple):
 
 @BACKBONES.register("e3d_lstm")
 class E3DLSTM(StepwiseBackbone):
+    description = "E3D-LSTM (Wang et al., 2019): 3D-conv LSTM with eidetic self-attention memory"
     config_class = E3DLSTMConfig
     config: E3DLSTMConfig
 

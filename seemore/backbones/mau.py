@@ -118,6 +118,7 @@ class MAUCarry(NamedTuple):
 
 @BACKBONES.register("mau")
 class MAU(StepwiseBackbone):
+    description = "MAU (Chang et al., 2021): motion-aware unit attending over past motion"
     config_class = MAUConfig
     config: MAUConfig
 

@@ -147,6 +147,7 @@ class MIMCarry(NamedTuple):
 
 @BACKBONES.register("mim")
 class MIM(StepwiseBackbone):
+    description = "MIM (Wang et al., 2019): memory in memory for non-stationary dynamics"
     config_class = MIMConfig
     config: MIMConfig
 

@@ -152,6 +152,7 @@ class PhyDNetCarry(NamedTuple):
 
 @BACKBONES.register("phydnet")
 class PhyDNet(StepwiseBackbone):
+    description = "PhyDNet (Le Guen & Thome, 2020): PDE-constrained PhyCell beside a ConvLSTM"
     config_class = PhyDNetConfig
     config: PhyDNetConfig
 

@@ -125,6 +125,7 @@ def zero_stack_carry(frame: Tensor, num_hidden: list[int]) -> StackCarry:
 
 @BACKBONES.register("predrnn")
 class PredRNN(StepwiseBackbone):
+    description = "PredRNN (Wang et al., 2017): ST-LSTM with a zigzag spatiotemporal memory"
     config_class = PredRNNConfig
     config: PredRNNConfig
     # The modules of the last level: projections outside the recurrence.

@@ -118,6 +118,7 @@ class HighwayCarry(NamedTuple):
 
 @BACKBONES.register("predrnn_pp")
 class PredRNNpp(StepwiseBackbone):
+    description = "PredRNN++ (Wang et al., 2018): causal LSTM with a gradient highway unit"
     config_class = PredRNNppConfig
     config: PredRNNppConfig
 

@@ -47,6 +47,7 @@ class PredRNNV2Config(PredRNNConfig):
 class PredRNNV2(PredRNN):
     """PredRNN with the decoupling loss as each step's regulariser and the `adapter` it needs."""
 
+    description = "PredRNN-V2 (Wang et al., 2022): PredRNN + decoupling loss, reverse sampling"
     config_class = PredRNNV2Config
     config: PredRNNV2Config
     head_modules: ClassVar[tuple[str, ...]] = ("conv_last", "adapter")

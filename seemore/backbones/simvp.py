@@ -229,6 +229,7 @@ class InceptionUNet(Translator):
 
 @BACKBONES.register("simvp")
 class SimVP(ClipwiseBackbone):
+    description = "SimVP (Gao et al., 2022): recurrent-free CNN encoder, gSTA translator, decoder"
     config_class = SimVPConfig
 
     def build_translator(self, config: SimVPConfig, channels: int) -> Translator:

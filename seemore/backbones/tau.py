@@ -76,6 +76,7 @@ def differential_divergence(predicted: Tensor, target: Tensor, temperature: floa
 
 @BACKBONES.register("tau")
 class TAU(ClipwiseBackbone):
+    description = "TAU (Tan et al., 2023): SimVP with temporal attention units, divergence loss"
     config_class = TAUConfig
 
     def build_translator(self, config: TAUConfig, channels: int) -> Translator:

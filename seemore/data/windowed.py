@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 from pydantic import BaseModel, Field
 
 from seemore.data.base import META_FILE, Benchmark, DataConfig, section_meta, write_meta
@@ -74,10 +75,19 @@ class WindowedBenchmark(Benchmark):
         return max(config.clip_lengths.values())
 
     @classmethod
+    def planned_bytes(cls, config: DataConfig) -> int | None:
+        assert isinstance(config, WindowedConfig)
+        if config.source != "embedded":
+            return None
+        frame = cls.channels * config.image_size**2 * np.dtype(cls.stored_dtype).itemsize
+        lengths = config.clip_lengths
+        return sum(count * lengths[split] * frame for split, count in config.stand_in_clips.items())
+
+    @classmethod
     def prepare(cls, config: DataConfig, raw_dir: Path, out_dir: Path) -> None:
         with fresh_outputs(out_dir, PREPARED_FILES):
             meta = cls.prepare_splits(config, raw_dir, out_dir)
-            write_meta(out_dir, {**section_meta(config), **meta})
+            write_meta(out_dir, {**section_meta(config), **cls.protocol_meta(config), **meta})
 
     @classmethod
     def prepare_splits(cls, config: DataConfig, raw_dir: Path, out_dir: Path) -> dict[str, Any]:

@@ -20,14 +20,44 @@ class Variant:
     bidirectional: bool
     # Stage two learns one rate per level (LMA) instead of plain Adam fine-tuning.
     meta_adapted: bool
+    # One line for `seemore --help`.
+    description: str
 
 
 VARIANTS: Registry[Variant] = Registry("variant", "seemore.method")
 
-VARIANTS.register("baseline")(Variant("baseline", bidirectional=False, meta_adapted=False))
-VARIANTS.register("bdn")(Variant("bdn", bidirectional=True, meta_adapted=False))
-VARIANTS.register("lma")(Variant("lma", bidirectional=False, meta_adapted=True))
-VARIANTS.register("seemore")(Variant("seemore", bidirectional=True, meta_adapted=True))
+VARIANTS.register("baseline")(
+    Variant(
+        "baseline",
+        bidirectional=False,
+        meta_adapted=False,
+        description="one network, plain Adam in both stages (no SeeMore)",
+    )
+)
+VARIANTS.register("bdn")(
+    Variant(
+        "bdn",
+        bidirectional=True,
+        meta_adapted=False,
+        description="bidirectional distillation (BDN), plain Adam in stage two",
+    )
+)
+VARIANTS.register("lma")(
+    Variant(
+        "lma",
+        bidirectional=False,
+        meta_adapted=True,
+        description="one network, level-specific meta-adaptation (LMA) in stage two",
+    )
+)
+VARIANTS.register("seemore")(
+    Variant(
+        "seemore",
+        bidirectional=True,
+        meta_adapted=True,
+        description="SeeMore: BDN, then LMA in stage two",
+    )
+)
 
 
 def build_objective(
