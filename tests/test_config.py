@@ -207,8 +207,16 @@ def test_use_preset_switches_and_keeps_hand_edits(tmp_path: Path) -> None:
     assert main(["--params", str(target), "use-preset", "paper"]) == 0
     assert load_params(target).experiment.preset == "paper"
     assert (tmp_path / "params.yaml.bak").read_text() == "# my edits\n"
-    assert main(["--params", str(target), "use-preset", "nonsense"]) == 2
+    # An unknown preset is refused by the parser (it lists the presets), params.yaml untouched.
+    with pytest.raises(SystemExit) as refused:
+        main(["--params", str(target), "use-preset", "nonsense"])
+    assert refused.value.code == 2
     assert load_params(target).experiment.preset == "paper"
+    # A file that is some preset's expansion is replaced without a backup.
+    (tmp_path / "params.yaml.bak").unlink()
+    assert main(["--params", str(target), "use-preset", "embedded"]) == 0
+    assert target.read_text() == preset_text("embedded")
+    assert not (tmp_path / "params.yaml.bak").exists()
 
 
 def test_each_dataset_has_its_own_training_and_model_sections(embedded_raw: dict[str, Any]) -> None:
