@@ -246,16 +246,39 @@ def preset_descriptions() -> list[tuple[str, str]]:
     return entries
 
 
+def protocol_descriptions() -> list[tuple[str, str]]:
+    """`dataset/protocol` and the reference each protocol reproduces."""
+    from seemore.data import DATASETS
+
+    entries = []
+    for dataset in DATASETS:
+        benchmark = DATASETS.get(dataset)
+        for name in benchmark.protocols:
+            protocol = benchmark.protocols.get(name)
+            marks = [
+                mark
+                for mark, on in (
+                    ("default", name == benchmark.default_protocol),
+                    ("not comparable", not protocol.comparable),
+                )
+                if on
+            ]
+            label = f"{dataset}/{name}" + (f" ({', '.join(marks)})" if marks else "")
+            entries.append((label, protocol.reference))
+    return entries
+
+
 def catalogue() -> str:
     """Every registered name with its one-line description, for the help texts."""
     sections = [
         (f"{concept}s (--{concept})", [(n, registry.get(n).description) for n in registry])
         for concept, registry in _registries().items()
     ]
+    sections.insert(1, ("protocols (data.<dataset>.protocol)", protocol_descriptions()))
     sections.append(("presets (seemore use-preset NAME)", preset_descriptions()))
-    width = max(len(name) for _, entries in sections for name, _ in entries)
     lines = []
     for title, entries in sections:
+        width = max(len(name) for name, _ in entries)
         lines.append(f"{title}:")
         lines.extend(f"  {name:<{width}}  {description}" for name, description in entries)
     return "\n".join(lines)

@@ -93,6 +93,14 @@ def test_help_lists_every_registered_name_with_its_description(
             description = registry.get(name).description
             assert description and "\n" not in description
             assert any(line.split() == [name, *description.split()] for line in lines), name
+    for dataset in DATASETS:
+        benchmark = DATASETS.get(dataset)
+        for protocol in benchmark.protocols:
+            reference = benchmark.protocols.get(protocol).reference
+            label = f"{dataset}/{protocol}"
+            assert any(
+                line.split()[:1] == [label] and line.endswith(reference) for line in lines
+            ), label
     for preset in ("embedded", "paper"):
         assert any(line.split()[:1] == [preset] and len(line.split()) > 3 for line in lines)
     assert "--params FILE" in "\n".join(lines) and "--debug" in "\n".join(lines)

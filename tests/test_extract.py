@@ -151,7 +151,9 @@ def test_fetch_refuses_a_corrupted_cached_copy(tmp_path: Path) -> None:
     source = served(tmp_path)
     remote = RemoteFile("file.bin", source.as_uri(), sha256_file(source))
     fetch(remote, tmp_path / "raw").write_bytes(b"bit rot")
-    with pytest.raises(DataError, match=r"SHA-256 is .* the file is corrupt"):
+    with pytest.raises(
+        DataError, match=r"SHA-256 is .* the file is corrupt; delete it to download it again$"
+    ):
         fetch(remote, tmp_path / "raw")
 
 

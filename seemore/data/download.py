@@ -162,7 +162,7 @@ def fetch(remote: RemoteFile, directory: Path, check: Callable[[Path], None] | N
             try:
                 verify(target, expected)
             except DataError as error:
-                raise DataError(f"{error}; {_repin_help(remote, directory)}") from None
+                raise DataError(f"{error}; delete it to download it again") from None
         return target
     directory.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(dir=directory, prefix=f".{remote.name}.", suffix=".part")

@@ -4,22 +4,21 @@ test horizons.
 
 Split by person, as the PredRNN / OpenSTL loaders: persons 01-16 for training, 17-25 test;
 of the training persons, 16 is held out as the validation split (the references validate on
-the test split; all three lists configurable, never overlapping). Windows are cut from one
-video at a time and never cross a video (nor a gap in an image folder's frame numbering).
-Window starts follow the same loaders unless `clip_stride` is set: one window every window
-length (non-overlapping) for boxing, handclapping, handwaving and walking; every 3 frames for
-jogging and running, whose person crosses the frame and leaves it empty for long stretches.
-Train and validation windows hold input_frames + output_frames frames, test windows
-input_frames + the test horizon.
+the test split; all three lists configurable, never overlapping). Windows never cross a
+recording (nor a gap in a frame folder's numbering). Train and validation windows hold
+input_frames + output_frames frames, test windows input_frames + the test horizon.
 
-Sources:
-- `download`: the six official AVI zips from the KTH site. No SHA-256 is published for them:
-  the first download is trusted and its SHA-256 recorded beside it (`<action>.zip.sha256`,
-  verified on every later run); on that first download the SHA-1 that visym/vipy's KTH loader
-  pins for each zip is checked.
-- `local`: `root` holds either the unzipped videos
-  (`<action>/personXX_<action>_dY_uncomp.avi`) or the widespread pre-extracted frames
-  (`<action>/personXX_<action>_dY_uncomp/image_NNNN.png|jpg`), found at any depth.
+Protocols (`data.kth.protocol`, docs/protocols.md):
+- `openstl` (default) and `predrnn`: the PredRNN image release (frame folders
+  `<action>/personXX_<action>_dY_uncomp/image_NNNN.png|jpg`), read as the references read it
+  (first channel, OpenCV's bilinear rule), windows END-aligned walking backwards
+  (`end_aligned_starts`). `download` fetches OpenSTL's `kth_action.zip` (no published
+  SHA-256: pinned on first use once its layout is checked); `local` reads the folders in
+  `root`. The two differ only in the reference horizons they record.
+- `avi`: the six AVI zips of the KTH site (`download`; trusted on first use, checked against
+  the SHA-1 that visym/vipy pins) or AVIs / frame folders in `root` (`local`), every frame,
+  windows from each video's start: one every window length for boxing, handclapping,
+  handwaving and walking, every 3 frames for jogging and running, or every `clip_stride`.
 - `embedded`: an offline stand-in, NOT the real benchmark (see `standins.kth_clips`).
 
 Preparation streams (one decoded frame and one window in memory, windows appended to disk),

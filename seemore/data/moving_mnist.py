@@ -1,15 +1,18 @@
 """Moving MNIST (DESIGN.md §3): 64x64x1 clips of two bouncing handwritten digits, 10 -> 10.
 
-Training clips are generated on the fly from a set of 28x28 digits, as the reference loaders
-do; the test clips are fixed and stored. The validation split is a fixed set of `val_clips`
-clips generated once from the training digits with `data_seed` (its own random stream), of
-input_frames + output_frames frames. Sources:
-- `download`: the MNIST training digits (`train-images-idx3-ubyte.gz`) and the fixed test set
-  `mnist_test_seq.npy` (uint8, (20, 10000, 64, 64), time-major), SHA-256 verified.
-- `local`: the same two files in `root`.
-- `embedded`: an offline stand-in, NOT the real benchmark: scikit-learn's 8x8 digits upscaled
-  to MNIST's 28x28 layout, split into disjoint train / test digit sets, the test clips
-  generated once with `data_seed`.
+Protocols (`data.moving_mnist.protocol`, docs/protocols.md):
+- `openstl` (default): training clips generated on the fly from a set of 28x28 digits, the
+  fixed test set stored; validation: `val_clips` clips generated once from the training
+  digits with `data_seed` (their own random stream), of input_frames + output_frames frames.
+  `download`: the MNIST training digits (`train-images-idx3-ubyte.gz`) and the fixed test set
+  `mnist_test_seq.npy` (uint8, (20, 10000, 64, 64), time-major), SHA-256 verified; `local`:
+  the same two files in `root`, verified against the same pins.
+- `predrnn`: the SeeMore authors' fixed clips in PredRNN's npz format
+  (`moving-mnist-train.npz`, `-valid.npz`, `-test.npz` in `root`; see `PredRNNClips`),
+  stored as train / val / test; training draws batches from the stored clips.
+- `embedded` (under either name): an offline stand-in, NOT the real benchmark: scikit-learn's
+  8x8 digits upscaled to MNIST's 28x28 layout, split into disjoint train / test digit sets,
+  the test clips generated once with `data_seed`.
 
 The real test set is 64x64, so `download` and `local` need `image_size: 64`; the generator
 itself works at any size (digit size and speed scale with image_size / 64).
@@ -357,6 +360,13 @@ class MovingMNIST(Benchmark):
         frame = config.image_size**2
         val = config.val_count * config.clip_lengths["val"] * frame
         return clips * CLIP_LENGTH * frame + val + digits * DIGIT_SIZE**2
+
+    @classmethod
+    def planned_val_clips(cls, config: DataConfig) -> int | None:
+        assert isinstance(config, MovingMNISTConfig)
+        if config.source != "embedded" and cls.protocol_name(config) == "predrnn":
+            return None
+        return config.val_count
 
     @classmethod
     def prepare(cls, config: DataConfig, raw_dir: Path, out_dir: Path) -> None:
