@@ -7,7 +7,6 @@ import errno
 import json
 import os
 import pickle
-import shutil
 import subprocess
 import sys
 import traceback
@@ -167,10 +166,11 @@ def cmd_evaluate(args: argparse.Namespace, params: Params) -> None:
     from seemore.data import DATASETS
     from seemore.evaluate import EvaluationJob, RunIdentity, run_evaluation
     from seemore.train import load_inference_model, resolve_device
+    from seemore.validation import model_file
 
     _set_threads(args.threads)
     run = _run_from(args, params)
-    model_path = run.directory / "model.pt"
+    model_path = run.directory / model_file(params.evaluation.checkpoint)
     network, saved = load_inference_model(model_path)
     job = EvaluationJob(
         identity=RunIdentity(
@@ -185,8 +185,7 @@ def cmd_evaluate(args: argparse.Namespace, params: Params) -> None:
         device=resolve_device(params.experiment.device),
         preset=params.experiment.preset,
         recipe=params.training[run.dataset].recipe,
-        # train writes the final model only; `evaluation.checkpoint` (best | last) replaces this.
-        selected_checkpoint="last",
+        selected_checkpoint=params.evaluation.checkpoint,
         evaluation_hash=pipeline.keys_hash(params, pipeline.EVALUATE_KEYS, dataset=run.dataset),
     )
     print(f"wrote {run_evaluation(job, network, saved)}")
@@ -256,19 +255,13 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 def cmd_use_preset(args: argparse.Namespace) -> None:
-    source = preset_path(args.name)
-    load_params(source)  # refuse a broken preset before touching params.yaml
+    from seemore.recipes import write_preset
+
     target: Path = args.params
-    presets = {path.read_bytes() for path in source.parent.glob("*.yaml")}
-    if target.is_file() and target.read_bytes() not in presets:
-        # Hand edits are not lost: keep them beside the file.
-        backup = target.with_name(target.name + ".bak")
-        shutil.copyfile(target, backup)
+    backup = write_preset(args.name, target)
+    if backup is not None:
         print(f"kept your edited {target} as {backup}")
-    temp = target.with_name(f".{target.name}.part")
-    shutil.copyfile(source, temp)
-    temp.replace(target)
-    print(f"{target} now holds the {args.name!r} preset ({source})")
+    print(f"{target} now holds the {args.name!r} preset ({preset_path(args.name)})")
 
 
 def cmd_dvc_yaml(args: argparse.Namespace) -> None:

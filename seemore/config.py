@@ -24,6 +24,8 @@ from seemore.method.settings import (
     MethodConfig,
     ScheduledSamplingConfig,
     StageConfig,
+    StageTwoConfig,
+    TrainingConfig,
 )
 from seemore.schema import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Section
 
@@ -44,8 +46,10 @@ __all__ = [
     "ScheduledSamplingConfig",
     "Section",
     "StageConfig",
+    "StageTwoConfig",
     "TrainingConfig",
     "load_params",
+    "load_yaml",
     "preset_path",
     "section_hash",
     "validate_params",
@@ -70,22 +74,10 @@ class ExperimentConfig(Section):
     gpus_per_run: PositiveInt = 1
 
 
-class TrainingConfig(Section):
-    """`training.<dataset>`: how every run on one dataset is trained."""
-
-    # The recipe this section reproduces (seemore/recipes/<name>.yaml), or "custom".
-    recipe: str = "custom"
-    # Keys without defaults are those DVC stages list as params: DVC needs them in the file.
-    batch_size: PositiveInt
-    # PredRNN-V2's augmentation: each iteration also takes a step on the time-reversed batch.
-    reverse_input: bool
-    # Max gradient norm, or null for none.
-    grad_clip: PositiveFloat | None
-    stage1: StageConfig
-    stage2: StageConfig
-
-
 class EvaluationConfig(Section):
+    # Which checkpoint `evaluate` scores: `best` (lowest validation MSE during stage two) or
+    # `last`. Choosing on the test split is not offered.
+    checkpoint: Literal["best", "last"] = "best"
     batch_size: PositiveInt = 16
     lpips: bool = True
     samples: NonNegativeInt = 4
@@ -323,26 +315,26 @@ def validate_params(raw: Any, source: str = "params.yaml") -> Params:
     return params.model_copy(update={"data": data, "models": models, "training": training})
 
 
-def load_params(path: str | Path) -> Params:
+def load_yaml(path: str | Path) -> Any:
+    """Parse a YAML file we read (params, presets, recipes): safe types only, a key given twice
+    refused, errors as one line naming the file and the place."""
     path = Path(path)
-    return validate_params(read_params(path), str(path))
-
-
-def read_params(path: Path) -> Any:
-    """The parsed params file, before any validation."""
     try:
         text = path.read_text()
     except OSError as error:
         raise ConfigError(f"{path}: cannot read params file: {error.strerror}") from None
     try:
-        raw = yaml.load(text, Loader=_yaml_loader())
+        return yaml.load(text, Loader=_yaml_loader())
     except yaml.YAMLError as error:
         # One line: where, then what (PyYAML's own text spans several lines).
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(error, "problem", None) or str(error)
         raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
-    return raw
+
+
+def load_params(path: str | Path) -> Params:
+    return validate_params(load_yaml(path), str(path))
 
 
 def section_hash(*sections: Any) -> str:

@@ -142,11 +142,11 @@ def load_plan(path: str | Path) -> dict[str, Any]:
     """The raw params mapping to plan jobs from, torch-free: its YAML, the top-level schema
     and the variant names are checked here; every section is validated by `seemore check`
     before a run and by every `seemore` job."""
-    from seemore.config import read_params, validate_layout
+    from seemore.config import load_yaml, validate_layout
     from seemore.method.variants import VARIANTS
 
     path = Path(path)
-    raw = read_params(path)
+    raw = load_yaml(path)
     validate_layout(raw, str(path))
     for name in raw["experiment"]["variants"]:
         if name not in VARIANTS:
@@ -298,7 +298,10 @@ def dvc_stages(raw: Mapping[str, Any]) -> dict[str, Any]:
         stages[f"evaluate-{run.name}"] = {
             "matrix": {"seed": "${experiment.seeds}"},
             "cmd": f"seemore evaluate {flags}",
-            "deps": [str(prepared_dir(run.dataset)), _seed_path(directory / "model.pt")],
+            "deps": [
+                str(prepared_dir(run.dataset)),
+                *(_seed_path(directory / name) for name in EVALUATE_MODELS),
+            ],
             "params": [key.format(dataset=run.dataset) for key in EVALUATE_KEYS],
             "outs": [_seed_path(directory / "samples.npz")],
             "metrics": [_seed_path(directory / "metrics.json")],
@@ -314,7 +317,9 @@ def dvc_stages(raw: Mapping[str, Any]) -> dict[str, Any]:
     return stages
 
 
-STAGE_TWO_OUTPUTS = ("stage2.pt", "model.pt", "train_log.csv")
+STAGE_TWO_OUTPUTS = ("stage2.pt", "model.pt", "model_best.pt", "train_log.csv")
+# What evaluation reads from stage two (evaluation.checkpoint picks one of the models).
+EVALUATE_MODELS = ("model.pt", "model_best.pt")
 EVALUATE_OUTPUTS = ("metrics.json", "per_frame.csv", "samples.npz")
 REPORT_OUTPUTS = ("ablation.html", "ablation.csv")
 

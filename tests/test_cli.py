@@ -278,15 +278,16 @@ def test_the_paper_preset_offline_says_so_in_one_line(
     import urllib.error
     import urllib.request
 
-    from seemore.config import preset_path
+    from seemore.recipes import preset_text
 
     def offline(*args: Any, **kwargs: Any) -> None:
         raise urllib.error.URLError(OSError(-3, "Temporary failure in name resolution"))
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     monkeypatch.chdir(tmp_path)
-    paper = str(preset_path("paper"))
-    assert main(["prepare", "--dataset", "moving_mnist", "--params", paper]) != 0
+    paper = tmp_path / "params.yaml"
+    paper.write_text(preset_text("paper"))
+    assert main(["prepare", "--dataset", "kth", "--params", str(paper)]) != 0
     err = capsys.readouterr().err
     assert err.startswith("seemore prepare: error: ") and err.count("\n") == 1
     assert "Temporary failure in name resolution" in err

@@ -1,5 +1,6 @@
-"""Typed settings of the method (DESIGN.md §5): what stage one, stage two and scheduled
-sampling read. They live beside the method so the method never imports seemore.config."""
+"""Typed settings of training and the method (DESIGN.md §5): what stage one, stage two,
+scheduled sampling and LMA read. They live beside the method so it never imports
+seemore.config (which imports the method's registry)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,32 @@ class StageConfig(Section):
     eval_every: PositiveInt | None = None
 
 
+class StageTwoConfig(StageConfig):
+    # Stage two's optimizer moments: `resumed` from stage one's Adam (seemore's choice: a fresh
+    # Adam's first direction is a sign step whose LMA lookahead overshoots), or `fresh`, as
+    # the authors' stage two builds new moments. Plain fine-tuning and LMA alike.
+    moments: Literal["resumed", "fresh"] = "resumed"
+
+
+class TrainingConfig(Section):
+    """`training.<dataset>`: how every run on one dataset is trained."""
+
+    # The recipe this section reproduces (seemore/recipes/<name>.yaml), or "custom".
+    recipe: str = "custom"
+    # Keys without defaults are those DVC stages list as params: DVC needs them in the file.
+    batch_size: PositiveInt
+    # PredRNN-V2's augmentation: each iteration also takes a step on the time-reversed batch.
+    reverse_input: bool
+    # Max gradient norm, or null for none.
+    grad_clip: PositiveFloat | None
+    stage1: StageConfig
+    stage2: StageTwoConfig
+
+    @property
+    def updates_per_iteration(self) -> int:
+        return 2 if self.reverse_input else 1
+
+
 class BDNConfig(Section):
     state_weight: NonNegativeFloat = 1.0
     frame_weight: NonNegativeFloat = 1.0
@@ -57,6 +84,16 @@ class BDNConfig(Section):
 class LMAConfig(Section):
     cycle: PositiveInt = 200
     meta_steps: NonNegativeInt = 50
+    # What the cycle counts. `iteration` (the authors'): stage-two iteration i (from 1) is a
+    # meta iteration when i mod cycle < meta_steps, and with reverse_input both updates of an
+    # iteration are of its kind. `update`: update k (from 0) is a meta step when
+    # k mod cycle < meta_steps, so reverse_input's two updates count separately.
+    cycle_unit: Literal["iteration", "update"] = "update"
+    # `shared`: one set of Adam moments, advanced by every gradient, gives both the lookahead
+    # direction and the task step (seemore's: half the memory, and the lookahead follows the
+    # step Adam would really take). `separate` (the authors'): the lookahead's moments advance
+    # on meta steps only, the task step's on task steps only, each with its own step count.
+    moments: Literal["shared", "separate"] = "shared"
     a_max: PositiveFloat = 2e-4
     order_lambda: NonNegativeFloat = 2.0
     order_weight: NonNegativeFloat = 10.0

@@ -66,10 +66,17 @@ class Updater:
 
 class AdamUpdater(Updater):
     def __init__(
-        self, objective: Objective, lr: float, autocast: Autocast, grad_clip: float | None
+        self,
+        objective: Objective,
+        lr: float,
+        autocast: Autocast,
+        grad_clip: float | None,
+        resume: bool = True,
     ) -> None:
         super().__init__(objective, autocast, grad_clip)
         self.optimizer = torch.optim.Adam(objective.parameters(), lr=lr)
+        # False: `resume_moments` keeps the fresh moments (training.stage2.moments: fresh).
+        self.resume = resume
 
     def step(self, clip: Tensor, sampling_mask: Tensor | None) -> dict[str, float]:
         self.optimizer.zero_grad(set_to_none=True)
@@ -84,6 +91,8 @@ class AdamUpdater(Updater):
         self.optimizer.load_state_dict(state["adam"])  # type: ignore[arg-type]
 
     def resume_moments(self, stage_one: dict[str, object]) -> None:
+        if not self.resume:
+            return
         lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.load_state_dict(stage_one)
         for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):

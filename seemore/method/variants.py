@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from seemore.method.settings import MethodConfig, StageConfig
+from seemore.method.settings import MethodConfig, TrainingConfig
 from seemore.registry import Registry
 
 # Torch only where a variant is built: the pipeline plans from this table without torch.
@@ -80,15 +80,27 @@ def build_updater(
     variant: Variant,
     stage: int,
     objective: Objective,
-    stage_config: StageConfig,
+    training: TrainingConfig,
     method: MethodConfig,
     autocast: Autocast,
-    grad_clip: float | None,
 ) -> Updater:
-    if stage == 2 and variant.meta_adapted:
-        from seemore.method.lma import LMAUpdater
-
-        return LMAUpdater(objective, stage_config.lr, method.lma, autocast, grad_clip)
+    """Stage two's `resume_moments` continues stage one's moments only when
+    `training.stage2.moments` is `resumed`; with `fresh` it leaves the new ones alone."""
     from seemore.method.updater import AdamUpdater
 
-    return AdamUpdater(objective, stage_config.lr, autocast, grad_clip)
+    if stage == 1:
+        return AdamUpdater(objective, training.stage1.lr, autocast, training.grad_clip)
+    resume = training.stage2.moments == "resumed"
+    if variant.meta_adapted:
+        from seemore.method.lma import LMAUpdater
+
+        return LMAUpdater(
+            objective,
+            training.stage2.lr,
+            method.lma,
+            autocast,
+            training.grad_clip,
+            updates_per_iteration=training.updates_per_iteration,
+            resume=resume,
+        )
+    return AdamUpdater(objective, training.stage2.lr, autocast, training.grad_clip, resume=resume)

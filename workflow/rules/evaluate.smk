@@ -2,6 +2,7 @@ rule evaluate:
     input:
         "data/prepared/{dataset}",
         RUN_DIR + "/model.pt",
+        RUN_DIR + "/model_best.pt",
     output:
         RUN_DIR + "/metrics.json",
         RUN_DIR + "/per_frame.csv",

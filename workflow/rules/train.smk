@@ -38,6 +38,7 @@ rule train_stage2:
     output:
         RUN_DIR + "/stage2.pt",
         RUN_DIR + "/model.pt",
+        RUN_DIR + "/model_best.pt",
         RUN_DIR + "/train_log.csv",
     params:
         params_hash=lambda w: pipeline.keys_hash(PARAMS, pipeline.stage_two_keys(PARAMS, _run(w))),
