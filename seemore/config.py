@@ -23,6 +23,7 @@ from seemore.data import DATASETS
 from seemore.method.settings import (
     BDNConfig,
     LMAConfig,
+    LRScheduleConfig,
     MethodConfig,
     ScheduledSamplingConfig,
     StageConfig,
@@ -40,6 +41,7 @@ __all__ = [
     "EvaluationConfig",
     "ExperimentConfig",
     "LMAConfig",
+    "LRScheduleConfig",
     "MethodConfig",
     "NonNegativeFloat",
     "NonNegativeInt",
@@ -273,6 +275,12 @@ def validate_params(raw: Any, source: str = "params.yaml") -> Params:
     lma = params.method.lma
     for name in experiment.datasets:
         stage2 = training[name].stage2
+        if meta_adapted and stage2.lr_schedule.kind != "constant":
+            raise ConfigError(
+                f"{source}: training.{name}.stage2.lr_schedule.kind = "
+                f"{stage2.lr_schedule.kind!r}: LMA learns stage two's rates; variants "
+                "lma/seemore need 'constant' there"
+            )
         if meta_adapted and stage2.lr > lma.a_max:
             raise ConfigError(
                 f"{source}: training.{name}.stage2.lr = {stage2.lr} is above "
