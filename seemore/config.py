@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from seemore.method.settings import (
     BDNConfig,
     LMAConfig,
+    LRScheduleConfig,
     MethodConfig,
     ScheduledSamplingConfig,
     StageConfig,
@@ -37,6 +38,7 @@ __all__ = [
     "EvaluationConfig",
     "ExperimentConfig",
     "LMAConfig",
+    "LRScheduleConfig",
     "MethodConfig",
     "NonNegativeFloat",
     "NonNegativeInt",
@@ -286,6 +288,12 @@ def validate_params(raw: Any, source: str = "params.yaml") -> Params:
     lma = params.method.lma
     for name in experiment.datasets:
         stage2 = training[name].stage2
+        if meta_adapted and stage2.lr_schedule.kind != "constant":
+            raise ConfigError(
+                f"{source}: training.{name}.stage2.lr_schedule.kind = "
+                f"{stage2.lr_schedule.kind!r}: LMA learns stage two's rates; variants "
+                "lma/seemore need 'constant' there"
+            )
         if meta_adapted and stage2.lr > lma.a_max:
             raise ConfigError(
                 f"{source}: training.{name}.stage2.lr = {stage2.lr} is above "

@@ -88,8 +88,17 @@ def build_updater(
     `training.stage2.moments` is `resumed`; with `fresh` it leaves the new ones alone."""
     from seemore.method.updater import AdamUpdater
 
+    stage_config = training.stage1 if stage == 1 else training.stage2
+    updates = stage_config.steps * training.updates_per_iteration
     if stage == 1:
-        return AdamUpdater(objective, training.stage1.lr, autocast, training.grad_clip)
+        return AdamUpdater(
+            objective,
+            stage_config.lr,
+            autocast,
+            training.grad_clip,
+            schedule=stage_config.lr_schedule,
+            updates=updates,
+        )
     resume = training.stage2.moments == "resumed"
     if variant.meta_adapted:
         from seemore.method.lma import LMAUpdater
@@ -103,4 +112,12 @@ def build_updater(
             updates_per_iteration=training.updates_per_iteration,
             resume=resume,
         )
-    return AdamUpdater(objective, training.stage2.lr, autocast, training.grad_clip, resume=resume)
+    return AdamUpdater(
+        objective,
+        stage_config.lr,
+        autocast,
+        training.grad_clip,
+        resume=resume,
+        schedule=stage_config.lr_schedule,
+        updates=updates,
+    )
