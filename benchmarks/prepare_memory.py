@@ -1,10 +1,13 @@
-"""Peak memory of preprocessing versus dataset size (KTH videos, TaxiBJ yearly HDF5 files).
+"""Peak memory of preprocessing versus dataset size (KTH videos and image release, Moving
+MNIST's PredRNN npz files, TaxiBJ yearly HDF5 files).
 
 Builds synthetic raw data in the real formats at growing scales (KTH: 25 persons x 6 actions
-of 160x120 MPEG-4 AVIs, longer at each scale; TaxiBJ: one to four full-size year files of
-7200 slots), runs the real `prepare` for each in a fresh process, and records that process's
-resident set before preparing (imports done) and its peak (VmHWM) after. Streaming
-preprocessing should show a peak that stays flat while the data grow.
+of 160x120 MPEG-4 AVIs for protocol `avi`, and of 160x120 PNG frame folders for protocol
+`openstl`, longer at each scale; Moving MNIST `predrnn`: three npz files of 500 clips per
+scale; TaxiBJ `deepst`: one to four full-size year files of 7200 slots), runs the real
+`prepare` for each in a fresh process, and records that process's resident set before
+preparing (imports done) and its peak (VmHWM) after. Streaming preprocessing should show a
+peak that stays flat while the data grow.
 
     .venv/bin/python benchmarks/prepare_memory.py [--scales 1 4] [--workdir /tmp/...]
 
@@ -31,6 +34,7 @@ import numpy as np
 BENCHMARKS_DIR = Path(__file__).resolve().parent
 KTH_ACTIONS = ("boxing", "handclapping", "handwaving", "jogging", "running", "walking")
 KTH_FRAMES_PER_SCALE = 60
+MNIST_CLIPS_PER_SCALE = 500
 TAXIBJ_SLOTS = 150 * 48
 
 # Runs in a fresh interpreter: prepare one dataset, report this process's memory in KiB.
@@ -76,6 +80,41 @@ def write_kth(root: Path, frames: int) -> None:
                     container.mux(packet)
 
 
+def write_kth_release(root: Path, frames: int) -> None:
+    """The image release's layout, `root/<action>/personXX_<action>_d1_uncomp/image_NNNN.png`
+    (160x120, gray stored as RGB), the same sweeping bar."""
+    from PIL import Image
+
+    noise = np.random.default_rng(0).integers(0, 80, (120, 160), dtype=np.uint8)
+    for action in KTH_ACTIONS:
+        for person in range(1, 26):
+            folder = root / action / f"person{person:02d}_{action}_d1_uncomp"
+            folder.mkdir(parents=True, exist_ok=True)
+            for index in range(frames):
+                image = noise.copy()
+                column = (index * 4 + person * 7) % 150
+                image[:, column : column + 10] = 230
+                Image.fromarray(image).convert("RGB").save(folder / f"image_{index + 1:04d}.png")
+
+
+def write_predrnn_mnist(root: Path, clips: int) -> None:
+    """PredRNN's three npz files of `clips` clips each (keys clips, dims, input_raw_data)."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    begins = np.arange(clips) * 20
+    layout = np.stack(
+        [np.stack([begins, np.full(clips, 10)], 1), np.stack([begins + 10, np.full(clips, 10)], 1)]
+    )
+    for name in ("moving-mnist-train.npz", "moving-mnist-valid.npz", "moving-mnist-test.npz"):
+        frames = rng.integers(0, 256, (clips * 20, 1, 64, 64), dtype=np.uint8)
+        np.savez(
+            root / name,
+            clips=layout.astype(np.int32),
+            dims=np.array([[1, 64, 64]], np.int32),
+            input_raw_data=(frames / 255).astype(np.float32),
+        )
+
+
 def write_taxibj(root: Path, years: int) -> None:
     """`years` full-size files with the real keys: 150 complete days of 48 slots each."""
     rng = np.random.default_rng(0)
@@ -105,25 +144,44 @@ def measure(module: str, benchmark: str, config: dict, raw: Path, out: Path) -> 
 
 def run(scales: list[int], workdir: Path) -> dict[str, Any]:
     rows = []
+    kth = {"source": "local", "image_size": 128, "input_frames": 10, "output_frames": 20}
+    kth["output_frames_test"] = 40
+    cases = [
+        ("avi", write_kth, "150 AVIs x {n} frames (160x120) -> 128x128"),
+        ("openstl", write_kth_release, "150 PNG folders x {n} frames (160x120) -> 128x128"),
+    ]
+    for protocol, write, fixture in cases:
+        for scale in scales:
+            frames = KTH_FRAMES_PER_SCALE * scale
+            raw = workdir / f"kth_{protocol}_x{scale}"
+            if not raw.is_dir():
+                write(raw, frames)
+            config = {**kth, "protocol": protocol, "root": str(raw)}
+            out = workdir / f"kth_{protocol}_x{scale}_prepared"
+            memory = measure("kth", "KTH", config, workdir / "unused", out)
+            rows.append(
+                {
+                    "dataset": f"kth `{protocol}`",
+                    "fixture": fixture.format(n=frames),
+                    "raw_mib": size_on_disk(raw) / 2**20,
+                    "prepared_mib": size_on_disk(out) / 2**20,
+                    **memory,
+                }
+            )
+            shutil.rmtree(out)
     for scale in scales:
-        frames = KTH_FRAMES_PER_SCALE * scale
-        raw = workdir / f"kth_x{scale}"
+        clips = MNIST_CLIPS_PER_SCALE * scale
+        raw = workdir / f"mnist_x{scale}"
         if not raw.is_dir():
-            write_kth(raw, frames)
-        config = {
-            "source": "local",
-            "root": str(raw),
-            "image_size": 128,
-            "input_frames": 10,
-            "output_frames": 20,
-            "output_frames_test": 40,
-        }
-        out = workdir / f"kth_x{scale}_prepared"
-        memory = measure("kth", "KTH", config, workdir / "unused", out)
+            write_predrnn_mnist(raw, clips)
+        config = {"source": "local", "protocol": "predrnn", "root": str(raw), "image_size": 64}
+        config |= {"input_frames": 10, "output_frames": 10}
+        out = workdir / f"mnist_x{scale}_prepared"
+        memory = measure("moving_mnist", "MovingMNIST", config, workdir / "unused", out)
         rows.append(
             {
-                "dataset": "kth",
-                "fixture": f"150 AVIs x {frames} frames (160x120) -> 128x128",
+                "dataset": "moving_mnist `predrnn`",
+                "fixture": f"3 npz files x {clips} clips (float32 input_raw_data)",
                 "raw_mib": size_on_disk(raw) / 2**20,
                 "prepared_mib": size_on_disk(out) / 2**20,
                 **memory,
@@ -134,13 +192,13 @@ def run(scales: list[int], workdir: Path) -> dict[str, Any]:
         raw = workdir / f"taxibj_{years}y"
         if not raw.is_dir():
             write_taxibj(raw, years)
-        config = {"source": "local", "root": str(raw), "image_size": 32}
+        config = {"source": "local", "protocol": "deepst", "root": str(raw), "image_size": 32}
         config |= {"input_frames": 4, "output_frames": 4}
         out = workdir / f"taxibj_{years}y_prepared"
         memory = measure("taxibj", "TaxiBJ", config, workdir / "unused", out)
         rows.append(
             {
-                "dataset": "taxibj",
+                "dataset": "taxibj `deepst`",
                 "fixture": f"{years} HDF5 year file(s) x {TAXIBJ_SLOTS} slots",
                 "raw_mib": size_on_disk(raw) / 2**20,
                 "prepared_mib": size_on_disk(out) / 2**20,

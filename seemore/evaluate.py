@@ -240,28 +240,28 @@ def check_test_data(
     if clips.dtype.kind == "f":
         for start in range(0, len(clips), RANGE_CHECK_CLIPS):
             chunk = np.asarray(clips[start : start + RANGE_CHECK_CLIPS], dtype=np.float32)
-            low, high = float(chunk.min()), float(chunk.max())
-            if low < 0.0 or high > 1.0:
+            low, high = float(np.nanmin(chunk)), float(np.nanmax(chunk))
+            found = "NaN values" if np.isnan(chunk).any() else f"values from {low:g} to {high:g}"
+            if found == "NaN values" or low < 0.0 or high > 1.0:
                 raise ValueError(
-                    f"{path}: values from {low:g} to {high:g} in clips {start}.."
-                    f"{start + len(chunk) - 1}; expected float values in [0, 1]"
+                    f"{path}: {found} in clips {start}..{start + len(chunk) - 1}; expected "
+                    "float values in [0, 1]"
                 )
 
 
-def check_meta(meta: dict[str, Any], path: Path, clips: np.ndarray, data: DataConfig) -> None:
-    """Refuse prepared data whose meta.json disagrees with the data or the params."""
-    recorded = {
-        "source": data.source,
-        "image_size": clips.shape[-1],
-        "protocol": getattr(data, "protocol", None),
-    }
+def check_meta(
+    meta: dict[str, Any], path: Path, clips: np.ndarray, data: DataConfig, protocol: str
+) -> None:
+    """Refuse prepared data whose meta.json disagrees with the data or the params (`protocol`:
+    the protocol name the params select)."""
+    recorded = {"source": data.source, "image_size": clips.shape[-1], "protocol": protocol}
     source_of = {
         "source": "params.yaml says",
         "image_size": "test.npy has frames of width",
         "protocol": "params.yaml says",
     }
     for key, value in recorded.items():
-        if key in meta and value is not None and meta[key] != value:
+        if key in meta and meta[key] != value:
             raise ValueError(
                 f"{path}: {key} is {meta[key]!r}, but {source_of[key]} {value!r}; "
                 "re-run `seemore prepare`"
@@ -320,7 +320,7 @@ class EvaluationJob:
     device: torch.device
     preset: str
     recipe: str | None
-    selected_checkpoint: str | None  # evaluation.checkpoint: best | last
+    selected_checkpoint: str | None  # best | last, unless the model file records it
     evaluation_hash: str
 
 
@@ -333,7 +333,8 @@ def run_evaluation(job: EvaluationJob, network: Backbone, saved: dict[str, Any])
     clips = job.benchmark.test_clips(job.data, job.prepared_dir)
     check_test_data(clips, job.prepared_dir / "test.npy", geometry, job.data.test_horizon)
     meta = read_meta(job.prepared_dir)
-    check_meta(meta, job.prepared_dir / META_FILE, clips, job.data)
+    protocol = job.benchmark.protocol_name(job.data)
+    check_meta(meta, job.prepared_dir / META_FILE, clips, job.data, protocol)
 
     evaluation = evaluate(
         network.to(job.device), clips, job.data.input_frames, job.evaluation, job.device
@@ -362,11 +363,7 @@ def evaluation_header(
         "preset": job.preset,
         "protocol": meta.get("protocol"),
         "recipe": job.recipe,
-        "checkpoint": {
-            "selected": saved.get("selected", job.selected_checkpoint),
-            "step": saved.get("step"),
-            "file": job.model_path.name,
-        },
+        "checkpoint": _checkpoint_record(job, saved, stats),
         "data": {key: meta.get(key) for key in ("source", "stand_in", "description")},
         "horizon": {
             "input_frames": job.data.input_frames,
@@ -401,6 +398,18 @@ def evaluation_header(
             },
         },
     }
+
+
+def _checkpoint_record(
+    job: EvaluationJob, saved: dict[str, Any], stats: dict[str, Any]
+) -> dict[str, Any]:
+    """Which checkpoint was scored: the model file's own `selected`/`step` when it records
+    them, else the job's selection; a `last` checkpoint is at the total steps trained."""
+    selected = saved.get("selected", job.selected_checkpoint)
+    step = saved.get("step")
+    if step is None and selected == "last" and stats:
+        step = sum(stage.get("steps", 0) for stage in stats.values())
+    return {"selected": selected, "step": step, "file": job.model_path.name}
 
 
 def _per_frame_csv(evaluation: Evaluation) -> bytes:

@@ -43,7 +43,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from seemore.data.download import sha256_file
@@ -127,25 +126,35 @@ def ssim_per_frame(prediction: Tensor, truth: Tensor, convention: SSIMConvention
         raise ValueError(f"SSIM needs frames of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels")
     if convention.quantize:
         prediction, truth = quantize_like_predrnn(prediction), quantize_like_predrnn(truth)
-    x = prediction.double().reshape(-1, 1, height, width)
-    y = truth.double().reshape(-1, 1, height, width)
-
-    def local_mean(image: Tensor) -> Tensor:
-        # Only window positions fully inside the frame: what scikit-image keeps after
-        # cropping (win - 1) / 2 pixels at each border, whatever its padding mode.
-        return F.avg_pool2d(image, SSIM_WINDOW, stride=1)
-
-    mean_x, mean_y = local_mean(x), local_mean(y)
+    x = prediction.double().reshape(-1, height, width)
+    y = truth.double().reshape(-1, height, width)
+    mean_x, mean_y, mean_xx, mean_yy, mean_xy = _window_means(
+        torch.stack([x, y, x * x, y * y, x * y])
+    )
     covariance_norm = SSIM_WINDOW**2 / (SSIM_WINDOW**2 - 1)
-    var_x = covariance_norm * (local_mean(x * x) - mean_x * mean_x)
-    var_y = covariance_norm * (local_mean(y * y) - mean_y * mean_y)
-    cov_xy = covariance_norm * (local_mean(x * y) - mean_x * mean_y)
+    var_x = covariance_norm * (mean_xx - mean_x * mean_x)
+    var_y = covariance_norm * (mean_yy - mean_y * mean_y)
+    cov_xy = covariance_norm * (mean_xy - mean_x * mean_y)
     c1 = (SSIM_K1 * convention.data_range) ** 2
     c2 = (SSIM_K2 * convention.data_range) ** 2
     ssim_map = ((2 * mean_x * mean_y + c1) * (2 * cov_xy + c2)) / (
         (mean_x * mean_x + mean_y * mean_y + c1) * (var_x + var_y + c2)
     )
-    return ssim_map.mean(dim=(1, 2, 3)).reshape(clips, frames, channels).mean(dim=2)
+    return ssim_map.mean(dim=(1, 2)).reshape(clips, frames, channels).mean(dim=2)
+
+
+def _window_means(images: Tensor) -> Tensor:
+    """Mean of every SSIM_WINDOW x SSIM_WINDOW window fully inside the frame (the positions
+    scikit-image keeps after cropping (win - 1) / 2 pixels at each border, whatever its
+    padding), over the last two axes: a separable box filter by running sums, O(1) per
+    pixel like scipy's uniform_filter (a 7x7 pooling costs 49 operations per pixel)."""
+    for axis in (-2, -1):
+        sums = images.cumsum(axis)
+        count = sums.shape[axis] - SSIM_WINDOW + 1
+        # Window k sums values k .. k + win - 1: running sum at its end minus the one before.
+        images = sums.narrow(axis, SSIM_WINDOW - 1, count).clone()
+        images.narrow(axis, 1, count - 1).sub_(sums.narrow(axis, 0, count - 1))
+    return images / SSIM_WINDOW**2
 
 
 @dataclass(frozen=True)
@@ -235,7 +244,8 @@ REFERENCE_CONVENTIONS: dict[str, dict[str, str]] = {
 REFERENCE_RESIDUALS = {
     "openstl": (
         "OpenSTL's scikit-image 0.19 computes SSIM in float32 for float32 input (seemore: "
-        "float64); its PSNR of an exactly reproduced frame is infinite (seemore: 100 dB)."
+        "float64; about 2e-8 apart on test frames); its PSNR of an exactly reproduced frame "
+        "is infinite (seemore: 100 dB)."
     ),
     "predrnn": (
         "The SeeMore/PredRNN code computes PSNR on the truncated uint8 frames and feeds "

@@ -23,12 +23,13 @@ def _last_loss(train_log: Path) -> float | None:
 
 
 def run_statuses(params: Params, resume_root: Path = RESUME_ROOT) -> list[dict[str, Any]]:
-    """One row per run: the first stage not completed (or `done`) and its progress."""
+    """One row per run: the first stage not completed (or `done`) and its progress. Stage one
+    is the job its objective shares (pipeline.StageOne)."""
     rows = []
     for run in pipeline.runs(params):
         row: dict[str, Any] = {"run": str(run.directory), "stage": "-", "state": "done"}
         for stage in (1, 2):
-            output = run.directory / f"stage{stage}.pt"
+            output = run.stage_one.checkpoint if stage == 1 else run.directory / "stage2.pt"
             if output.is_file():
                 continue
             row.update(stage=stage, state="pending")

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from seemore import distributed
 from seemore.backbones import Backbone, BackboneConfig, BackboneKind, ClipGeometry, build_backbone
 from seemore.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -44,10 +45,12 @@ from seemore.checkpoint import (
 from seemore.config import MethodConfig, TrainingConfig
 from seemore.data import DataConfig
 from seemore.data.base import Benchmark
+from seemore.method.sampling import schedule_iteration
 from seemore.method.updater import PassCounter
 from seemore.method.variants import Variant, build_objective, build_updater
 from seemore.producer import BatchProducer, MaskStream, stream_seed
 from seemore.progress import PROGRESS_FILE, ProgressLog, TrainingDiverged, write_csv
+from seemore.validation import Validation, model_file
 
 
 @dataclass(frozen=True)
@@ -172,9 +175,10 @@ def train_stage(
     """Train one stage and write `stage<k>.pt` (stage two also `model.pt`, `train_log.csv`).
 
     Continues from this stage's partial checkpoint under `resume_root` when one exists for
-    the job's params hash. Stage two starts from `stage1_path` (default `out_dir/stage1.pt`)
-    and refuses it when its params hash is not `stage1_hash`. `progress` shows a live bar
-    besides the log lines printed every `log_every` steps.
+    the job's params hash. Stage two starts from `stage1_path` (default `out_dir/stage1.pt`;
+    the pipeline shares one stage one between the variants of an objective) and refuses it
+    when its params hash is not `stage1_hash`. `progress` shows a live bar besides the log
+    lines printed every `log_every` steps.
     """
     if stage not in (1, 2):
         raise ValueError(f"stage must be 1 or 2, got {stage}")
@@ -184,13 +188,15 @@ def train_stage(
     if job.device.type == "cpu":
         torch.use_deterministic_algorithms(True)
     geometry, make_network = _network_factory(job)
-    objective = build_objective(job.variant, make_network, job.method).to(job.device)
+    distributed.init(job.device.type)
+    objective = distributed.shard(
+        build_objective(job.variant, make_network, job.method).to(job.device),
+        job.training.batch_size,
+    )
     stage_config = job.training.stage1 if stage == 1 else job.training.stage2
     steps = stage_config.steps
     precision, autocast = precision_for(job.device)
-    updater = build_updater(
-        job.variant, stage, objective, stage_config, job.method, autocast, job.training.grad_clip
-    )
+    updater = build_updater(job.variant, stage, objective, job.training, job.method, autocast)
 
     partial_dir = resume_dir(output, job.params_hash, resume_root)
     partial_path = partial_dir / PARTIAL_CHECKPOINT
@@ -222,8 +228,8 @@ def train_stage(
     previous_stats: dict[str, Any] = {}
     start_step = 0  # global step of this stage's first step (stage two follows stage one)
     done, seconds = 0, 0.0
-    if partial_path.is_file():
-        partial = _load_partial(partial_path, job, stage, steps)
+    partial = _load_partial(partial_path, job, stage, steps) if partial_path.is_file() else None
+    if partial is not None:
         objective.load_state_dict(partial["objective"])
         updater.load_state_dict(partial["optimizer"])
         updater.passes = PassCounter.from_dict(partial["passes"])
@@ -246,6 +252,16 @@ def train_stage(
         updater.resume_moments(stage1["optimizer"])
         history, previous_stats, start_step = stage1["log"], stage1["stats"], stage1["step"]
 
+    validation = Validation(
+        job.benchmark.val_clips(job.data, prepared_dir),
+        geometry.input_frames,
+        stage_config.eval_every,
+        steps,
+        job.training.batch_size,
+        job.device,
+    )
+    if partial is not None:
+        validation.load_state_dict(partial["validation"])
     log = ProgressLog(
         label=label,
         stage=stage,
@@ -269,6 +285,7 @@ def train_stage(
             "objective": objective.state_dict(),
             "optimizer": updater.state_dict(),
             "passes": updater.passes.as_dict(),
+            "validation": validation.state_dict(),
             "log": log.history,
             "stats": previous_stats,
             "rng": {
@@ -317,12 +334,16 @@ def train_stage(
             while done < steps:
                 global_step = start_step + done
                 clip, data_state = producer.next()
-                mask = None if masks is None else masks(global_step)
+                mask = None
+                if masks is not None:
+                    masks_config = stage_config.scheduled_sampling
+                    mask = masks(schedule_iteration(masks_config, global_step, start_step))
                 logs = updater.step(clip, mask)
                 if job.training.reverse_input:
                     logs["loss_reversed_input"] = updater.step(clip.flip(1), mask)["loss"]
                 log.record({"stage": stage, "step": global_step}, logs)
                 done += 1
+                logs.update(validation.after_step(done, global_step, objective.forward_network))
                 bar.update()
                 save = done < steps and (done % job.checkpoint_every == 0 or bool(stop))
                 if save or done % job.log_every == 0 or done == steps:
@@ -366,7 +387,16 @@ def train_stage(
     }
     check_parameters(start_step + steps - 1)
     if stage == 2:
-        save_inference_model(objective.forward_network, job, stats, out_dir / "model.pt")
+        last = start_step + steps - 1
+        network = objective.forward_network
+        for selected, step, state in (
+            ("last", last, None),
+            ("best", validation.best_step, validation.best_state),
+        ):
+            if state is not None:
+                network.load_state_dict(state)
+            selection = {"selected": selected, "step": step, "recipe": job.training.recipe}
+            save_inference_model(network, job, stats, out_dir / model_file(selected), selection)
         write_csv(log.history, out_dir / "train_log.csv")
     save_atomic(checkpoint, output)
     clear_resume(output, resume_root)
@@ -382,9 +412,15 @@ def non_finite_parameters(objective: torch.nn.Module) -> list[str]:
 
 
 def save_inference_model(
-    network: Backbone, job: TrainJob, stats: dict[str, Any], path: Path
+    network: Backbone,
+    job: TrainJob,
+    stats: dict[str, Any],
+    path: Path,
+    selection: dict[str, Any] | None = None,
 ) -> None:
-    """The forward network alone; `load_inference_model` loads it into the plain backbone."""
+    """The forward network alone; `load_inference_model` loads it into the plain backbone.
+    `selection` (recorded as is): `selected` (`last`, or `best` on validation MSE), `step`
+    (the run step whose weights it holds), `recipe` (the recipe it was trained by)."""
     save_atomic(
         {
             "format": CHECKPOINT_FORMAT,
@@ -396,6 +432,7 @@ def save_inference_model(
             "variant": job.variant_name,
             "seed": job.seed,
             "stats": stats,
+            **(selection or {}),
         },
         path,
     )

@@ -34,3 +34,24 @@ def write_raw_files(directory: Path, digits: np.ndarray, sequences: np.ndarray) 
     directory.mkdir(parents=True, exist_ok=True)
     write_idx_images(directory / IDX_NAME, digits)
     np.save(directory / SEQUENCES_NAME, sequences)
+
+
+def write_predrnn_npz(path: Path, frames: np.ndarray, **replace: np.ndarray) -> None:
+    """A PredRNN-format Moving MNIST file of uint8 `frames` `[N, 20, 64, 64]`: `clips` (begin,
+    length) of each clip's 10 input and 10 output frames in `input_raw_data` (float32 in
+    [0, 1], `[N * 20, 1, 64, 64]`), `dims` `[[1, 64, 64]]`; `replace` swaps in other arrays."""
+    count, length = frames.shape[:2]
+    begins = np.arange(count) * length
+    arrays = {
+        "clips": np.stack(
+            [
+                np.stack([begins, np.full(count, 10)], axis=1),
+                np.stack([begins + 10, np.full(count, length - 10)], axis=1),
+            ]
+        ).astype(np.int32),
+        "dims": np.array([[1, 64, 64]], dtype=np.int32),
+        "input_raw_data": (frames.reshape(-1, 1, 64, 64) / 255.0).astype(np.float32),
+    }
+    arrays.update(replace)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -286,7 +287,8 @@ def test_run_evaluation_records_what_was_scored(workspace: SimpleNamespace) -> N
     assert record["provenance"]["model_sha256"] == hashlib.sha256(model_bytes).hexdigest()
     assert record["provenance"]["evaluation_hash"] == "hash-of-evaluation"
     assert record["recipe"] == "seemore_authors"
-    assert record["checkpoint"]["selected"] == "best" and record["checkpoint"]["file"] == "model.pt"
+    assert record["protocol"] == "openstl"  # copied from meta.json
+    assert record["checkpoint"] == {"selected": "best", "step": None, "file": "model.pt"}
     assert record["horizon"] == {"input_frames": 3, "output_frames": 4}
     assert record["test_clips"] == 5 and record["data"]["stand_in"] is True
     assert set(record["metrics"]) == set(METRIC_NAMES)
@@ -294,6 +296,12 @@ def test_run_evaluation_records_what_was_scored(workspace: SimpleNamespace) -> N
     assert record["reference_conventions"]["openstl"]["ssim"] == "ssim_openstl"
     assert record["metrics"]["lpips"] is None and ALEXNET_WEIGHTS in record["unavailable"]["lpips"]
     assert record["cost"]["train_seconds_per_step"] == {"stage2": 0.5}
+
+
+def test_a_last_checkpoint_is_at_the_total_steps_trained(workspace: SimpleNamespace) -> None:
+    workspace.job = dataclasses.replace(workspace.job, selected_checkpoint="last")
+    record = json.loads(evaluate_workspace(workspace).read_text())
+    assert record["checkpoint"] == {"selected": "last", "step": 3, "file": "model.pt"}
 
 
 @pytest.mark.parametrize(
@@ -324,6 +332,9 @@ def rewrite_test_split(data_dir: Path, change: str) -> None:
         clips = clips.astype(np.float32)
     elif change == "float16 above 1":
         clips = (clips.astype(np.float16) / 255 * 1.5).astype(np.float16)
+    elif change == "float16 with NaN":
+        clips = (clips.astype(np.float16) / 255).astype(np.float16)
+        clips[2, 1, 0, 3, 3] = np.nan
     elif change == "shorter clips":
         clips = clips[:, :5]
     elif change == "other frame size":
@@ -336,6 +347,7 @@ def rewrite_test_split(data_dir: Path, change: str) -> None:
     [
         ("float32 holding 0..255", r"dtype float32; expected uint8 \(0..255\) or float16"),
         ("float16 above 1", r"values from 0 to 1\.\d+ in clips 0..4; expected float values in"),
+        ("float16 with NaN", r"NaN values in clips 0..4; expected float values in \[0, 1\]"),
         ("shorter clips", r"shape \(5, 1, 16, 16\).*expected \(7, 1, 16, 16\): 3 input \+ 4"),
         ("other frame size", r"shape \(7, 1, 8, 8\).*expected \(7, 1, 16, 16\)"),
     ],
@@ -354,6 +366,7 @@ def test_test_data_of_the_wrong_dtype_range_or_length_is_refused(
     ("key", "value", "message"),
     [
         ("source", "download", "source is 'download', but params.yaml says 'embedded'"),
+        ("protocol", "predrnn", "protocol is 'predrnn', but params.yaml says 'openstl'"),
         ("image_size", 64, "image_size is 64, but test.npy has frames of width 16"),
         ("counts", {"test_clips": 9}, "counts.test_clips is 9, but test.npy holds 5 clips"),
     ],

@@ -1,17 +1,20 @@
-"""Verified downloads (file:// URLs, never the network) and safe extraction: refusals of
-path-traversal entries, links and truncated or corrupt archives, before anything is written;
-wrong checksums; trust on first use where no SHA-256 is published."""
+"""Verified downloads (file:// URLs and a silent local socket, never the network) and safe
+extraction: refusals of path-traversal entries, links, archive bombs and truncated or corrupt
+archives, before anything is written; wrong checksums; timeouts; trust on first use where no
+SHA-256 is published, only after the structural check, and how to re-pin."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import socket
 import tarfile
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from seemore.data import download as download_module
 from seemore.data.download import DataError, RemoteFile, fetch, safe_extract, sha256_file
 
 PAYLOAD = bytes(range(256)) * 64
@@ -148,7 +151,9 @@ def test_fetch_refuses_a_corrupted_cached_copy(tmp_path: Path) -> None:
     source = served(tmp_path)
     remote = RemoteFile("file.bin", source.as_uri(), sha256_file(source))
     fetch(remote, tmp_path / "raw").write_bytes(b"bit rot")
-    with pytest.raises(DataError, match=r"SHA-256 is .* the file is corrupt"):
+    with pytest.raises(
+        DataError, match=r"SHA-256 is .* the file is corrupt; delete it to download it again$"
+    ):
         fetch(remote, tmp_path / "raw")
 
 
@@ -188,3 +193,103 @@ def test_a_malformed_pin_is_refused(tmp_path: Path) -> None:
     (raw / "file.bin.sha256").write_text("not a hash\n")
     with pytest.raises(DataError, match="expected one lowercase hex SHA-256"):
         fetch(RemoteFile("file.bin", source.as_uri(), None), raw)
+
+
+def test_a_mismatching_pin_says_how_to_re_pin(tmp_path: Path) -> None:
+    source = served(tmp_path)
+    remote = RemoteFile("file.bin", source.as_uri(), sha256=None)
+    raw = tmp_path / "raw"
+    fetch(remote, raw)
+    (raw / "file.bin").unlink()
+    source.write_bytes(b"republished")
+    pin = raw / "file.bin.sha256"
+    with pytest.raises(DataError) as raised:
+        fetch(remote, raw)
+    assert str(raised.value).endswith(
+        f"if the source has republished the file and you trust the new copy, delete {pin} "
+        "and run again to re-pin it"
+    )
+    # Following the advice re-pins the new copy.
+    pin.unlink()
+    fetch(remote, raw)
+    assert pin.read_text().strip() == sha256_file(source)
+    # A published pin cannot be re-pinned: the message says the file is not the published one.
+    published = RemoteFile("file.bin", source.as_uri(), "0" * 64)
+    with pytest.raises(DataError, match="the pin is published with the code, so the file is not"):
+        fetch(published, tmp_path / "other")
+
+
+def test_a_first_copy_failing_its_structural_check_is_not_pinned(tmp_path: Path) -> None:
+    source = served(tmp_path)
+    remote = RemoteFile("file.bin", source.as_uri(), sha256=None)
+
+    def check(path: Path) -> None:
+        raise DataError(f"{path.name}: not the expected layout")
+
+    with pytest.raises(DataError, match="not the expected layout"):
+        fetch(remote, tmp_path / "raw", check)
+    assert everything_under(tmp_path / "raw") == []
+    # The same for a copy placed by hand without its pin.
+    (tmp_path / "raw" / "file.bin").write_bytes(PAYLOAD)
+    with pytest.raises(DataError, match=r"file\.bin: not the expected layout"):
+        fetch(remote, tmp_path / "raw", check)
+    assert everything_under(tmp_path / "raw") == ["file.bin"]
+
+
+def test_an_archive_bomb_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    # 400 MB of zeros deflate to about 400 KB (1000x), as in the reported case.
+    archive = tmp_path / "bomb.zip"
+    with (
+        zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped,
+        zipped.open("zeros.bin", "w", force_zip64=True) as entry,
+    ):
+        block = bytes(1 << 20)
+        for _ in range(400):
+            entry.write(block)
+    size = archive.stat().st_size
+    assert size < 500_000
+    with pytest.raises(DataError) as raised:
+        safe_extract(archive, tmp_path / "out")
+    assert str(raised.value) == (
+        f"{archive}: would expand to {400 << 20:,} bytes from {size:,} "
+        f"({(400 << 20) / size:.0f}x); refused, the limits are {200 * 1024**3:,} bytes and "
+        "100x (an archive bomb or not the expected file)"
+    )
+    assert everything_under(tmp_path / "out") == []
+
+
+def test_a_tar_over_the_size_limit_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive = tmp_path / "big.tar"
+    archive.write_bytes(tar_bytes({"a.bin": PAYLOAD, "b.bin": PAYLOAD}))
+    monkeypatch.setattr(download_module, "EXTRACT_MAX_BYTES", len(PAYLOAD))
+    with pytest.raises(DataError, match=rf"would expand to {2 * len(PAYLOAD):,} bytes"):
+        safe_extract(archive, tmp_path / "out")
+    assert everything_under(tmp_path / "out") == []
+
+
+def test_a_download_that_stalls_times_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A local server that accepts the connection and never answers (no network)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    monkeypatch.setattr(download_module, "DOWNLOAD_TIMEOUT", 0.2)
+    remote = RemoteFile("file.bin", f"http://127.0.0.1:{port}/file.bin", "0" * 64)
+    try:
+        with pytest.raises(DataError) as raised:
+            fetch(remote, tmp_path / "raw")
+    finally:
+        server.close()
+    assert str(raised.value) == (
+        f"http://127.0.0.1:{port}/file.bin: no data for 0.2 s; the download timed out, "
+        "nothing was kept"
+    )
+    assert everything_under(tmp_path / "raw") == []
+
+
+def test_an_unreachable_url_is_one_clear_error(tmp_path: Path) -> None:
+    remote = RemoteFile("file.bin", (tmp_path / "nowhere.bin").as_uri(), "0" * 64)
+    with pytest.raises(DataError, match=r"nowhere\.bin: download failed \(.*\); nothing was kept"):
+        fetch(remote, tmp_path / "raw")

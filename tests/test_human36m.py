@@ -15,7 +15,7 @@ from fixtures_video import write_images, write_video
 from seemore.config import ConfigError, validate_params
 from seemore.data import DATASETS
 from seemore.data import human36m as h36m
-from seemore.data.download import DataError
+from seemore.data.download import DataError, sha256_file
 
 BENCHMARK = DATASETS.get("human36m")
 RAW_SHAPE = (24, 32)
@@ -33,6 +33,7 @@ COLOURS = {
 def config(**changes: object) -> h36m.Human36MConfig:
     values: dict[str, object] = {
         "source": "local",
+        "protocol": "subject",
         "image_size": SIZE,
         "input_frames": 2,
         "output_frames": 2,
@@ -203,3 +204,113 @@ def test_embedded_stand_in_has_the_benchmark_geometry(tmp_path: Path) -> None:
 def test_embedded_stand_in_is_fixed_by_data_seed(tmp_path: Path) -> None:
     first, again, other = split_bytes_by_seed(BENCHMARK, embedded(), (3, 3, 4), "test", tmp_path)
     assert first == again != other
+
+
+# --- protocol `openstl`: OpenSTL's window lists --------------------------------------------
+
+PREFIX = "images/S1_Walking.54138969_"
+
+
+def write_openstl_images(root: Path, prefix: str, count: int, size: int = SIZE) -> None:
+    """Frames 1..count named as OpenSTL's lists expect (`<prefix>000001.jpg`): flat colour,
+    red = the frame number, so a stored frame tells which frame it is."""
+    frames = np.zeros((count, size, size, 3), np.uint8)
+    frames[..., 0] = np.arange(1, count + 1)[:, None, None] * 4
+    frames[..., 1] = 100
+    names = [f"{Path(prefix).name}{n:06d}.jpg" for n in range(1, count + 1)]
+    write_images(root / "images", frames, names)
+
+
+def write_lists(directory: Path, lines: dict[str, list[str]]) -> dict[str, h36m.RemoteFile]:
+    """train.txt / test.txt with `lines`, and RemoteFiles pinning them (served by file://)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    remotes = {}
+    for split, content in lines.items():
+        path = directory / f"{split}.txt"
+        path.write_text("\n".join(content) + "\n")
+        remotes[split] = h36m.RemoteFile(path.name, path.as_uri(), sha256_file(path))
+    return remotes
+
+
+def openstl(**changes: object) -> h36m.Human36MConfig:
+    values = {"protocol": "openstl", "frame_step": 5, "val_fraction": 0.05}
+    return config(**{**values, **changes})
+
+
+LINES = {
+    "train": [f"{PREFIX},1,71", f"{PREFIX},21,91", f"{PREFIX},41,111"],
+    "test": [f"{PREFIX},26,96"],
+}
+
+
+def reds(windows: np.ndarray) -> list[list[int]]:
+    """The frame numbers of each window's frames (red / 4, JPEG rounding removed)."""
+    return np.rint(windows[:, :, 0, 4, 4].astype(float) / 4).astype(int).tolist()
+
+
+def test_openstl_lists_give_their_windows_and_a_disjoint_validation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "human"
+    write_openstl_images(root, PREFIX, 60)
+    monkeypatch.setattr(h36m, "OPENSTL_LISTS", write_lists(root, LINES))
+    BENCHMARK.prepare(openstl(root=str(root)), tmp_path / "raw", tmp_path / "out")
+    out = tmp_path / "out"
+    # 4 frames, every 5th from the listed first frame. Train windows spanning 1-16, 21-36,
+    # 41-56; the test window 26-41 shares frames with the last two, so the validation
+    # window (ceil(0.05 * 3) = 1) can only be the first, and it leaves training.
+    assert reds(load_split(out, "val")) == [[1, 6, 11, 16]]
+    assert reds(load_split(out, "train")) == [[21, 26, 31, 36], [41, 46, 51, 56]]
+    assert reds(load_split(out, "test")) == [[26, 31, 36, 41]]
+    meta = load_meta(out)
+    assert meta["protocol"] == "openstl" and meta["comparable_to_reference"] is True
+    assert meta["files"]["train.txt"]["status"] == "verified against the pinned SHA-256"
+    assert meta["counts"] == {"train_clips": 2, "val_clips": 1, "test_clips": 1}
+
+
+def test_openstl_lists_are_fetched_when_absent_and_must_be_openstls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "human"
+    write_openstl_images(root, PREFIX, 60)
+    monkeypatch.setattr(h36m, "OPENSTL_LISTS", write_lists(tmp_path / "server", LINES))
+    BENCHMARK.prepare(openstl(root=str(root)), tmp_path / "raw", tmp_path / "out")
+    assert (tmp_path / "raw" / "train.txt").is_file()
+    # A list in root that is not OpenSTL's is refused, naming the pin.
+    (root / "train.txt").write_text(f"{PREFIX},1,71\n")
+    with pytest.raises(DataError, match=r"train\.txt: SHA-256 is .* needs OpenSTL's own"):
+        BENCHMARK.prepare(openstl(root=str(root)), tmp_path / "raw", tmp_path / "out")
+
+
+def test_openstl_resizes_frames_of_another_size_and_names_bad_lines_and_frames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "human"
+    write_openstl_images(root, PREFIX, 60, size=2 * SIZE)
+    monkeypatch.setattr(h36m, "OPENSTL_LISTS", write_lists(root, LINES))
+    BENCHMARK.prepare(openstl(root=str(root)), tmp_path / "raw", tmp_path / "out")
+    assert load_split(tmp_path / "out", "train").shape == (2, 4, 3, SIZE, SIZE)
+    lines = {"train": [*LINES["train"], f"{PREFIX},200,270"], "test": LINES["test"]}
+    monkeypatch.setattr(h36m, "OPENSTL_LISTS", write_lists(root, lines))
+    missing = f"{PREFIX.split('/')[1]}000200.jpg: missing; OpenSTL's list names this frame"
+    with pytest.raises(DataError, match=missing):
+        BENCHMARK.prepare(openstl(root=str(root)), tmp_path / "raw", tmp_path / "out")
+    lines = {"train": ["S1 Walking 1"], "test": LINES["test"]}
+    monkeypatch.setattr(h36m, "OPENSTL_LISTS", write_lists(root, lines))
+    with pytest.raises(DataError, match=r"train\.txt: line 1 is 'S1 Walking 1'; expected"):
+        BENCHMARK.prepare(openstl(root=str(root)), tmp_path / "raw", tmp_path / "out")
+
+
+def test_openstl_and_subject_protocols_differ_as_documented(tmp_path: Path) -> None:
+    """`subject` keeps each subject in one split and is labelled not comparable; `openstl`
+    needs OpenSTL's frames folder and refuses clip_stride."""
+    assert BENCHMARK.check(openstl(root="/data", clip_stride=2)) == [
+        "clip_stride applies to protocol 'subject'; OpenSTL's lists fix the windows"
+    ]
+    write_official_videos(tmp_path / "h36m", {"S1": 12, "S5": 9, "S8": 16, "S9": 8, "S11": 10})
+    licensed = r"images: missing; Human3.6M is licensed .* protocol 'openstl' reads"
+    with pytest.raises(DataError, match=licensed):
+        BENCHMARK.prepare(openstl(root=str(tmp_path / "h36m")), tmp_path / "raw", tmp_path / "o")
+    BENCHMARK.prepare(config(root=str(tmp_path / "h36m")), tmp_path / "raw", tmp_path / "out")
+    meta = load_meta(tmp_path / "out")
+    assert meta["protocol"] == "subject" and meta["comparable_to_reference"] is False

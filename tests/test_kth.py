@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from fixtures_prepared import load_meta, load_split, split_bytes_by_seed
 from fixtures_video import ramp_frames, write_images, write_video, write_zip
+from PIL import Image
 
 from seemore.config import ConfigError, validate_params
 from seemore.data import DATASETS
@@ -28,6 +29,7 @@ STEP = 3
 def config(**changes: object) -> kth_module.KTHConfig:
     values: dict[str, object] = {
         "source": "local",
+        "protocol": "avi",
         "image_size": SIZE,
         "input_frames": 2,
         "output_frames": 3,
@@ -191,7 +193,7 @@ def test_download_verifies_pins_on_first_use_and_unzips_once(
     BENCHMARK.prepare(section, raw, out)
     pin = (raw / "boxing.zip.sha256").read_text().strip()
     meta = load_meta(out)
-    assert meta["files"] == {"boxing.zip": pin} and meta["source"] == "download"
+    assert meta["files"]["boxing.zip"]["sha256"] == pin and meta["source"] == "download"
     assert len(load_split(out, "train")) == 2
     extracted = raw / "videos" / "boxing" / "person01_boxing_d1_uncomp.avi"
     stamp = extracted.stat().st_mtime_ns
@@ -284,3 +286,160 @@ def test_embedded_stand_in_has_the_benchmark_geometry(tmp_path: Path) -> None:
 def test_embedded_stand_in_is_fixed_by_data_seed(tmp_path: Path) -> None:
     first, again, other = split_bytes_by_seed(BENCHMARK, embedded(), (0, 0, 1), "train", tmp_path)
     assert first == again != other
+
+
+# --- protocols `openstl` / `predrnn`: the image release, end-aligned windows ---------------
+
+
+@pytest.mark.parametrize(
+    ("numbers", "length", "action", "starts"),
+    [
+        # Walking back from the last frame: 12 frames, windows of 5 end at 11 and 6.
+        (list(range(1, 13)), 5, "boxing", [2, 7]),
+        # Jogging steps back 3 frames after each window: ends at 11, 8, 5.
+        (list(range(1, 13)), 5, "jogging", [1, 4, 7]),
+        # Frames 8 and 9 lost: the window ending at 11 spans the gap, so the walk steps back
+        # one frame at a time to the end of the first run (frame 7).
+        ([*range(1, 8), *range(10, 17)], 5, "boxing", [2, 9]),
+        # Two runs of 9 frames (10 and 11 lost), stepping back 3 inside each run.
+        ([*range(1, 10), *range(12, 21)], 5, "running", [1, 4, 10, 13]),
+        ([*range(1, 10), *range(12, 21)], 5, "boxing", [4, 13]),
+        (list(range(1, 6)), 5, "walking", [0]),
+        (list(range(1, 5)), 5, "walking", []),
+    ],
+)
+def test_end_aligned_starts_follow_the_references_rule(
+    numbers: list[int], length: int, action: str, starts: list[int]
+) -> None:
+    assert kth_module.end_aligned_starts(numbers, length, action) == starts
+
+
+def write_release(root: Path, lengths: dict[tuple[int, str], int]) -> None:
+    """The image release's layout, `root/<action>/personXX_<action>_d1_uncomp/image_NNNN.png`
+    (gray stored as RGB, as released); frame i of a recording is the flat gray level
+    base + 3 i, so a stored window's first value tells its recording and first frame."""
+    for (person, action), count in lengths.items():
+        frames = ramp_frames(count, BASES.get((person, action), 0), STEP, RAW_SHAPE)
+        names = [f"image_{n:04d}.png" for n in range(1, count + 1)]
+        write_images(root / action / f"person{person:02d}_{action}_d1_uncomp", frames, names)
+
+
+def first_frames(windows: np.ndarray) -> list[tuple[tuple[int, str], int]]:
+    """(recording, first frame index) of each window, from its exact flat gray levels."""
+    found = []
+    for window in windows:
+        level = int(window[0, 0, 0, 0])
+        assert np.all(window[0] == level), "a flat frame stays flat through the resize"
+        recording = max((k for k, b in BASES.items() if b <= level), key=BASES.get)
+        found.append((recording, (level - BASES[recording]) // STEP))
+    return found
+
+
+RELEASE_LENGTHS = {(1, "boxing"): 12, (2, "jogging"): 12, (3, "jogging"): 9, (17, "boxing"): 13}
+
+
+@pytest.mark.parametrize("protocol", ["openstl", "predrnn"])
+def test_image_release_windows_are_end_aligned(tmp_path: Path, protocol: str) -> None:
+    write_release(tmp_path / "kth_action", RELEASE_LENGTHS)
+    section = config(
+        protocol=protocol, root=str(tmp_path / "kth_action"), actions=["boxing", "jogging"]
+    )
+    BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
+    out = tmp_path / "out"
+    # Train windows of 5, hand-computed: boxing 12 frames -> 2, 7; jogging 12 -> 1, 4, 7.
+    assert first_frames(load_split(out, "train")) == [
+        ((1, "boxing"), 2),
+        ((1, "boxing"), 7),
+        ((2, "jogging"), 1),
+        ((2, "jogging"), 4),
+        ((2, "jogging"), 7),
+    ]
+    # Validation (person 3, jogging, 9 frames): ends at 8 and 5 -> starts 1, 4.
+    assert first_frames(load_split(out, "val")) == [((3, "jogging"), 1), ((3, "jogging"), 4)]
+    # Test windows of 6: boxing 13 frames -> ends at 12, 6 -> starts 1, 7.
+    assert first_frames(load_split(out, "test")) == [((17, "boxing"), 1), ((17, "boxing"), 7)]
+    meta = load_meta(out)
+    assert meta["protocol"] == protocol and meta["comparable_to_reference"] is True
+    assert meta["windows"].startswith("end-aligned")
+    expected = {"openstl": (10, 20, 20), "predrnn": (10, 10, 20)}[protocol]
+    assert tuple(meta["reference_horizons"].values()) == expected
+    assert meta["horizons_match_reference"] is False
+
+
+def test_the_same_frames_under_protocol_avi_are_start_aligned(tmp_path: Path) -> None:
+    """The documented difference (docs/protocols.md): `avi` cuts from each video's start,
+    the references from its end."""
+    write_release(tmp_path / "kth_action", RELEASE_LENGTHS)
+    section = config(
+        protocol="avi", root=str(tmp_path / "kth_action"), actions=["boxing", "jogging"]
+    )
+    BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
+    assert [origin(w) for w in load_split(tmp_path / "out", "train")] == [
+        ((1, "boxing"), 0),
+        ((1, "boxing"), 5),
+        ((2, "jogging"), 0),
+        ((2, "jogging"), 3),
+        ((2, "jogging"), 6),
+    ]
+    assert [origin(w) for w in load_split(tmp_path / "out", "test")] == [
+        ((17, "boxing"), 0),
+        ((17, "boxing"), 6),
+    ]
+
+
+def test_release_frames_take_the_first_channel_and_opencvs_bilinear_resize(
+    tmp_path: Path,
+) -> None:
+    frame = np.zeros((2, 4, 3), np.uint8)
+    frame[..., 0] = [[0, 40, 80, 120]] * 2  # red: what the references read
+    frame[..., 1] = 255
+    path = tmp_path / "image_0001.png"
+    Image.fromarray(frame).save(path)
+    # 4 -> 2 columns: OpenCV samples at 0.5 and 2.5 (half-pixel centres): 20 and 100.
+    np.testing.assert_array_equal(kth_module.release_frame(path, 2), [[[20, 100], [20, 100]]])
+
+
+def test_release_protocols_refuse_clip_stride_and_avis(tmp_path: Path) -> None:
+    assert (
+        "clip_stride applies to protocol 'avi'"
+        in BENCHMARK.check(config(protocol="openstl", root="/data", clip_stride=2))[0]
+    )
+    write_kth_videos(tmp_path / "kth", {(1, "boxing"): 12})
+    section = config(protocol="openstl", root=str(tmp_path / "kth"), actions=["boxing"])
+    with pytest.raises(DataError, match=r"image release's frame folders .* use protocol 'avi'"):
+        BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
+
+
+def serve_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: bool) -> RemoteFile:
+    """OpenSTL's kth_action.zip (frames under kth_action/<action>/...) served via file://;
+    with `layout` False, a zip of something else."""
+    write_release(tmp_path / "files" / "kth_action", {(1, "boxing"): 6, (3, "boxing"): 6})
+    write_release(tmp_path / "files" / "kth_action", {(17, "boxing"): 6})
+    frames = sorted((tmp_path / "files").rglob("*.png"))
+    names = {str(p.relative_to(tmp_path / "files")): p for p in frames}
+    if not layout:
+        names = {f"other/{i}.png": p for i, p in enumerate(frames)}
+    archive = tmp_path / "server" / "kth_action.zip"
+    archive.parent.mkdir(exist_ok=True)
+    write_zip(archive, names)
+    remote = RemoteFile("kth_action.zip", archive.as_uri(), None)
+    monkeypatch.setattr(kth_module, "RELEASE_ARCHIVE", remote)
+    return remote
+
+
+def test_release_download_is_pinned_only_after_its_layout_is_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    serve_release(tmp_path, monkeypatch, layout=False)
+    section = config(protocol="openstl", source="download", actions=["boxing"])
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    with pytest.raises(DataError, match=r"holds no frames boxing/personXX_boxing_dY_uncomp/"):
+        BENCHMARK.prepare(section, raw, out)
+    # The bad first copy became neither the pin nor the cached archive.
+    assert not (raw / "kth_action.zip.sha256").exists()
+    assert not (raw / "kth_action.zip").exists()
+    serve_release(tmp_path, monkeypatch, layout=True)
+    BENCHMARK.prepare(section, raw, out)
+    pin = (raw / "kth_action.zip.sha256").read_text().strip()
+    assert load_meta(out)["files"]["kth_action.zip"]["sha256"] == pin
+    assert first_frames(load_split(out, "train")) == [((1, "boxing"), 1)]

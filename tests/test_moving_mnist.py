@@ -15,9 +15,10 @@ from fixtures_mnist import (
     tiny_digits,
     tiny_sequences,
     write_idx_images,
+    write_predrnn_npz,
     write_raw_files,
 )
-from fixtures_prepared import load_meta, split_bytes_by_seed
+from fixtures_prepared import load_meta, load_split, split_bytes_by_seed
 
 from seemore.data import DATASETS
 from seemore.data import moving_mnist as mm
@@ -114,6 +115,14 @@ def test_generate_clips_renders_the_sampled_trajectories() -> None:
     np.testing.assert_array_equal(clips, mm.render(digits, paths, 64))
 
 
+def test_the_clip_stream_of_a_seed_is_pinned() -> None:
+    """The clips of seed 7, as the generator made them before its render was rewritten for
+    speed (benchmarks/mnist_generator.md): a change to the stream must be deliberate."""
+    clips = mm.generate_clips(tiny_digits(6), 4, 20, 64, np.random.default_rng(7))
+    digest = hashlib.sha256(clips.tobytes()).hexdigest()
+    assert digest == "51d6b238fb2049eade1449f38a2d46a3c0d287a8a95078505860b7003e0ab7b0"
+
+
 def test_same_seed_same_clips_other_seed_other_clips() -> None:
     digits = tiny_digits(6)
     first = mm.generate_clips(digits, 4, 20, 64, np.random.default_rng(7))
@@ -197,9 +206,12 @@ def test_train_batches_are_generated_from_the_prepared_digits(tmp_path: Path) ->
 # --- real formats -------------------------------------------------------------------------
 
 
-def test_local_prepare_reads_the_real_formats(tmp_path: Path) -> None:
+def test_local_prepare_reads_the_real_formats(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     digits, sequences = tiny_digits(5), tiny_sequences(3)
     write_raw_files(tmp_path / "files", digits, sequences)
+    point_downloads_at(monkeypatch, tmp_path / "files")
     section = config(source="local", root=str(tmp_path / "files"), test_clips=2, val_clips=2)
     BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
     np.testing.assert_array_equal(np.load(tmp_path / "out" / "digits.npy"), digits)
@@ -210,12 +222,30 @@ def test_local_prepare_reads_the_real_formats(tmp_path: Path) -> None:
     meta = load_meta(tmp_path / "out")
     assert meta["source"] == "local" and meta["stand_in"] is False
     assert meta["counts"] == {"train_digits": 5, "val_clips": 2, "test_clips": 2}
+    assert meta["protocol"] == "openstl"
+    # Local copies are held to the pinned SHA-256s, and meta.json says they were checked.
+    assert meta["files"][IDX_NAME] == {
+        "sha256": sha256_file(tmp_path / "files" / IDX_NAME),
+        "status": "verified against the pinned SHA-256",
+    }
     batch = next(BENCHMARK.train_batches(section, tmp_path / "out", 2, np.random.default_rng(0)))
     assert batch.shape == (2, 20, 1, 64, 64)
 
 
-def test_local_prepare_keeps_all_clips_when_test_clips_is_unset(tmp_path: Path) -> None:
+def test_a_local_file_that_differs_from_its_pin_is_refused(tmp_path: Path) -> None:
+    # The real pins: the tiny fixture files are not the published ones.
     write_raw_files(tmp_path / "files", tiny_digits(2), tiny_sequences(3))
+    section = config(source="local", root=str(tmp_path / "files"))
+    with pytest.raises(DataError, match=rf"{IDX_NAME}: SHA-256 is [0-9a-f]{{64}}, expected 440f"):
+        BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
+    assert not (tmp_path / "out" / "meta.json").exists()
+
+
+def test_local_prepare_keeps_all_clips_when_test_clips_is_unset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_raw_files(tmp_path / "files", tiny_digits(2), tiny_sequences(3))
+    point_downloads_at(monkeypatch, tmp_path / "files")
     section = config(source="local", root=str(tmp_path / "files"), test_clips=None, val_clips=1)
     BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
     assert np.load(tmp_path / "out" / "test.npy").shape == (3, 20, 1, 64, 64)
@@ -358,3 +388,120 @@ def test_check_accepts_the_reference_horizons() -> None:
 def test_check_refuses(changes: dict[str, object], message: str) -> None:
     problems = BENCHMARK.check(config(**changes))
     assert any(re.search(message, problem) for problem in problems), problems
+
+
+# --- protocol `predrnn`: PredRNN's npz files ---------------------------------------------
+
+
+def write_predrnn_files(root: Path) -> dict[str, np.ndarray]:
+    """The three files with 5 train, 3 valid, 4 test clips of random uint8 frames."""
+    rng = np.random.default_rng(9)
+    clips = {
+        split: rng.integers(0, 256, (count, 20, 64, 64), dtype=np.uint8)
+        for split, count in (("train", 5), ("val", 3), ("test", 4))
+    }
+    for split, name in mm.PREDRNN_FILES.items():
+        write_predrnn_npz(root / name, clips[split])
+    return clips
+
+
+def predrnn(root: Path, **changes: object) -> mm.MovingMNISTConfig:
+    return config(source="local", protocol="predrnn", root=str(root), **changes)
+
+
+def test_predrnn_files_become_the_fixed_splits(tmp_path: Path) -> None:
+    clips = write_predrnn_files(tmp_path / "files")
+    section = predrnn(tmp_path / "files", test_clips=None, output_frames=5, output_frames_test=10)
+    BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
+    out = tmp_path / "out"
+    # Input part then output part, at each split's length (train / val 10 + 5, test 10 + 10).
+    np.testing.assert_array_equal(load_split(out, "train")[:, :, 0], clips["train"][:, :15])
+    np.testing.assert_array_equal(BENCHMARK.val_clips(section, out)[:, :, 0], clips["val"][:, :15])
+    np.testing.assert_array_equal(load_split(out, "test")[:, :, 0], clips["test"][:, :20])
+    assert not (out / "digits.npy").exists()
+    meta = load_meta(out)
+    assert meta["protocol"] == "predrnn" and meta["counts"] == {
+        "train_clips": 5,
+        "val_clips": 3,
+        "test_clips": 4,
+    }
+    assert meta["files"]["moving-mnist-train.npz"]["status"].startswith("unverified")
+    assert meta["val_rule"] == "the clips of moving-mnist-valid.npz, the authors' validation file"
+    # The documented difference from `openstl`: training draws from the fixed clips only.
+    stream = BENCHMARK.train_batches(section, out, 3, np.random.default_rng(0))
+    stored = {clip.tobytes() for clip in load_split(out, "train")}
+    for _ in range(4):
+        assert all(clip.tobytes() in stored for clip in next(stream))
+
+
+def test_predrnn_clips_are_read_as_the_clips_key_says(tmp_path: Path) -> None:
+    frames = np.random.default_rng(3).integers(0, 256, (1, 30, 64, 64), dtype=np.uint8)
+    raw = (frames.reshape(-1, 1, 64, 64) / 255.0).astype(np.float32)
+    # One clip whose input begins at frame 4: frames 4-13 then 14-23.
+    layout = np.array([[[4, 10]], [[14, 10]]], dtype=np.int32)
+    root = tmp_path / "files"
+    for name in mm.PREDRNN_FILES.values():
+        write_predrnn_npz(root / name, frames[:, :20], clips=layout, input_raw_data=raw)
+    BENCHMARK.prepare(predrnn(root, test_clips=None), tmp_path / "raw", tmp_path / "out")
+    np.testing.assert_array_equal(load_split(tmp_path / "out", "test")[0, :, 0], frames[0, 4:24])
+
+
+@pytest.mark.parametrize(
+    ("replace", "message"),
+    [
+        (
+            {"dims": np.array([[3, 64, 64]])},
+            r"'dims' is \[\[3, 64, 64\]\], expected \[\[1, 64, 64\]\]",
+        ),
+        (
+            {"clips": np.zeros((2, 5), np.int32)},
+            r"'clips' has shape \(2, 5\), expected \(2, clips, 2\)",
+        ),
+        (
+            {"input_raw_data": np.full((100, 1, 64, 64), 2.0, np.float32)},
+            r"'input_raw_data' holds values in \[2, 2\], expected \[0, 1\]",
+        ),
+        (
+            {"input_raw_data": np.zeros((100, 64, 64), np.float32)},
+            r"'input_raw_data' has shape \(100, 64, 64\), expected \(frames, 1, 64, 64\)",
+        ),
+        (
+            {"clips": np.array([[[0, 8]], [[8, 10]]], np.int32)},
+            r"'clips': an input part is not 10 frames \(input_frames\) \(clip 0: input \[0, 8\]",
+        ),
+        (
+            {"clips": np.array([[[95, 10]], [[105, 10]]], np.int32)},
+            r"'clips': a clip runs past input_raw_data \(clip 0",
+        ),
+    ],
+)
+def test_predrnn_files_are_checked_naming_file_and_key(
+    tmp_path: Path, replace: dict[str, np.ndarray], message: str
+) -> None:
+    clips = write_predrnn_files(tmp_path / "files")
+    path = tmp_path / "files" / "moving-mnist-train.npz"
+    write_predrnn_npz(path, clips["train"], **replace)
+    section = predrnn(tmp_path / "files")
+    with pytest.raises(DataError, match=rf"moving-mnist-train\.npz: {message}"):
+        BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
+    assert not (tmp_path / "out" / "meta.json").exists()
+    assert not (tmp_path / "out" / "train.npy").exists()
+
+
+def test_predrnn_names_a_missing_key_and_a_missing_file(tmp_path: Path) -> None:
+    clips = write_predrnn_files(tmp_path / "files")
+    path = tmp_path / "files" / "moving-mnist-valid.npz"
+    np.savez(path, clips=np.zeros((2, 3, 2), np.int32), input_raw_data=clips["val"])
+    with pytest.raises(DataError, match=r"moving-mnist-valid\.npz: has no array 'dims'"):
+        BENCHMARK.prepare(predrnn(tmp_path / "files"), tmp_path / "raw", tmp_path / "out")
+    path.unlink()
+    with pytest.raises(DataError, match=r"moving-mnist-valid\.npz: missing; protocol 'predrnn'"):
+        BENCHMARK.prepare(predrnn(tmp_path / "files"), tmp_path / "raw", tmp_path / "out")
+
+
+def test_predrnn_reads_local_files_only() -> None:
+    problems = BENCHMARK.check(config(source="download", protocol="predrnn"))
+    assert "protocol 'predrnn' reads source 'local', not 'download'" in problems
+    assert BENCHMARK.check(config(protocol="pred")) == [
+        "protocol = 'pred': expected one of ['openstl', 'predrnn']"
+    ]

@@ -21,6 +21,9 @@ from seemore.plan import (
     Assumptions,
     build_plan,
     pass_cost,
+    planned_data_bytes,
+    rule_jobs,
+    validation_scorings,
 )
 from seemore.train import load_checkpoint
 
@@ -38,11 +41,10 @@ def tiny(raw: dict[str, Any], variants: list[str], **training: Any) -> dict[str,
 
 
 def test_jobs_per_rule_of_the_embedded_default(embedded_raw: dict[str, Any]) -> None:
-    plan = build_plan(validate_params(embedded_raw), Assumptions())
-    # 4 datasets x 2 backbones x 4 variants x 1 seed.
-    assert plan.jobs == {
+    # 4 datasets x 2 backbones x 4 variants x 1 seed; stage one once per objective.
+    assert rule_jobs(validate_params(embedded_raw)) == {
         "prepare": 4,
-        "train_stage1": 32,
+        "train_stage1": 16,
         "train_stage2": 32,
         "evaluate": 32,
         "report": 1,
@@ -136,13 +138,13 @@ def test_planned_data_bytes_match_what_prepare_writes(
 
 
 def test_real_data_that_only_the_files_size_are_unknown() -> None:
-    plan = build_plan(load_params(preset_path("paper")), Assumptions())
-    assert plan.data_bytes["kth"] is None
+    data_bytes = planned_data_bytes(load_params(preset_path("paper")))
+    assert data_bytes["kth"] is None
     # The fixed test set: 10000 clips of 20 frames of 64x64, 1000 generated validation clips
     # at the training horizon (10 -> 10), and MNIST's 60000 digits.
     frame = 64 * 64
     expected = 10000 * 20 * frame + 1000 * 20 * frame + 60000 * 28 * 28
-    assert plan.data_bytes["moving_mnist"] == expected
+    assert data_bytes["moving_mnist"] == expected
 
 
 def test_plan_command_prints_jobs_costs_and_assumptions(
@@ -182,3 +184,11 @@ def test_a_convolution_pass_is_three_forwards_counted_by_hand(groups: int) -> No
         conv(clip).sum().backward()
     forward = 2 * batch * channels * (channels // groups) * size * size * kernel**2
     assert counter.get_total_flops() == 3 * forward
+
+
+def test_validation_scorings_by_hand() -> None:
+    # After iterations 4, 8 and the last, 10; 8 with eval_every 4: after 4 and 8; never
+    # asked: once, after the last.
+    assert validation_scorings(10, 4) == 3
+    assert validation_scorings(8, 4) == 2
+    assert validation_scorings(8, None) == 1

@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from fixtures_train import assert_same_stage, read_log, tiny_raw, write_params
 
 from seemore import cli, pipeline
-from seemore.checkpoint import RESUME_ROOT, CheckpointError, load_checkpoint, resume_dir
+from seemore.checkpoint import RESUME_ROOT, load_checkpoint, resume_dir
 from seemore.config import load_params
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,8 +29,9 @@ VARIANTS = ("baseline", "seemore")
 
 
 def _raw() -> dict[str, Any]:
-    raw = yaml.safe_load((REPO / "seemore" / "presets" / "embedded.yaml").read_text())
-    raw = tiny_raw(raw, steps=(STEPS, STEPS))
+    from seemore.recipes import compose_preset
+
+    raw = tiny_raw(compose_preset("embedded"), steps=(STEPS, STEPS))
     raw["experiment"].update(checkpoint_every=2, log_every=1)
     return raw
 
@@ -70,7 +70,8 @@ def _run(variant: str) -> pipeline.Run:
 
 
 def _stage_output(workspace: Path, variant: str, stage: int) -> Path:
-    return workspace / _run(variant).directory / f"stage{stage}.pt"
+    run = _run(variant)
+    return workspace / (run.stage_one.checkpoint if stage == 1 else run.directory / "stage2.pt")
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +249,7 @@ def test_partial_checkpoints_of_other_params_are_not_continued(
 
 
 def test_a_partial_checkpoint_claiming_other_params_is_refused(
-    workspace: Path, monkeypatch: pytest.MonkeyPatch
+    workspace: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     params = load_params(workspace / "params.yaml")
     with _crash_after(monkeypatch, 5):
@@ -262,12 +263,8 @@ def test_a_partial_checkpoint_claiming_other_params_is_refused(
     forged = torch.load(here / "other.pt", weights_only=True)
     forged["params_hash"] = "0123456789abcdef"
     torch.save(forged, here / "checkpoint.pt")
-    with contextlib.chdir(workspace), pytest.raises(CheckpointError, match="refused"):
-        from seemore.train import train_stage
-
-        train_stage(
-            cli._train_job(params, _run("baseline"), 1),
-            1,
-            pipeline.prepared_dir("moving_mnist"),
-            _run("baseline").directory,
-        )
+    capsys.readouterr()
+    _seemore_crashes(workspace, _train_args("baseline", 1))
+    error = capsys.readouterr().err
+    assert "checkpoint.pt: partial checkpoint of params hash 0123456789abcdef" in error
+    assert "refused" in error

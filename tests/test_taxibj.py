@@ -15,7 +15,7 @@ from fixtures_video import day_dates, write_year_file, write_zip
 
 from seemore.data import DATASETS
 from seemore.data import taxibj as taxibj_module
-from seemore.data.download import DataError, RemoteFile
+from seemore.data.download import DataError, RemoteFile, sha256_file
 
 BENCHMARK = DATASETS.get("taxibj")
 FRAME = (2, 32, 32)
@@ -121,7 +121,13 @@ def test_download_fetches_openstls_archive_and_pins_it(
     BENCHMARK.prepare(config(source="download"), raw, out)
     pin = (raw / "taxibj_dataset.zip.sha256").read_text().strip()
     meta = load_meta(out)
-    assert meta["files"] == {"taxibj_dataset.zip": pin}
+    assert meta["files"] == {
+        "taxibj_dataset.zip": {
+            "sha256": pin,
+            "status": "verified against the trust-on-first-use pin "
+            f"{raw}/taxibj_dataset.zip.sha256",
+        }
+    }
     assert load_split(out, "test").shape == (3, 8, *FRAME)
 
 
@@ -154,7 +160,7 @@ def write_two_years(root: Path) -> None:
 
 def test_hdf5_years_split_by_last_days_and_scale_by_train_min_max(tmp_path: Path) -> None:
     write_two_years(tmp_path)
-    section = config(root=str(tmp_path), test_days=1, clip_stride=5)
+    section = config(protocol="deepst", root=str(tmp_path), test_days=1, clip_stride=5)
     BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
     meta = load_meta(tmp_path / "out")
     scale = meta["normalisation"]
@@ -206,12 +212,42 @@ def test_hdf5_refuses_wrong_keys_shapes_and_dates(
         with h5py.File(path, "a") as file:
             del file["data"]
     with pytest.raises(DataError, match=message):
-        BENCHMARK.prepare(config(root=str(tmp_path), test_days=1), tmp_path / "raw", tmp_path)
+        section = config(protocol="deepst", root=str(tmp_path), test_days=1)
+        BENCHMARK.prepare(section, tmp_path / "raw", tmp_path)
 
 
-def test_a_root_without_either_layout_says_what_it_expects(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"dataset\.npz .*/BJ13_M32x32_T30_InOut\.h5"):
-        BENCHMARK.prepare(config(root=str(tmp_path)), tmp_path / "raw", tmp_path / "out")
+@pytest.mark.parametrize(
+    ("protocol", "message"),
+    [
+        ("openstl", r"dataset\.npz: missing; protocol 'openstl' reads OpenSTL's dataset\.npz"),
+        ("deepst", r"/BJ13_M32x32_T30_InOut\.h5 \.\.\. BJ16_M32x32_T30_InOut\.h5 \(protocol"),
+    ],
+)
+def test_a_root_without_the_protocols_layout_says_what_it_expects(
+    tmp_path: Path, protocol: str, message: str
+) -> None:
+    section = config(protocol=protocol, root=str(tmp_path))
+    with pytest.raises(DataError, match=message):
+        BENCHMARK.prepare(section, tmp_path / "raw", tmp_path / "out")
+
+
+def test_local_files_are_recorded_unverified_with_their_own_sha256(tmp_path: Path) -> None:
+    np.savez(tmp_path / "dataset.npz", **npz_arrays())
+    BENCHMARK.prepare(config(root=str(tmp_path)), tmp_path / "raw", tmp_path / "out")
+    meta = load_meta(tmp_path / "out")
+    assert meta["files"] == {
+        "dataset.npz": {
+            "sha256": sha256_file(tmp_path / "dataset.npz"),
+            "status": "unverified (no pin exists for this file)",
+        }
+    }
+    assert meta["protocol"] == "openstl"
+    assert meta["protocol_reference"].startswith("OpenSTL")
+
+
+def test_deepst_cannot_download() -> None:
+    problems = BENCHMARK.check(config(protocol="deepst", source="download"))
+    assert "protocol 'deepst' reads source 'local', not 'download'" in problems
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,9 @@ from seemore.data.video import (
     decode_video,
     numbered_images,
     read_image,
+    resize_like_cv2,
     sliding_windows,
+    windows_at,
 )
 
 
@@ -116,3 +118,23 @@ def test_npz_array_names_a_missing_key(tmp_path: Path) -> None:
     np.savez(tmp_path / "data.npz", X_train=np.zeros(2))
     with pytest.raises(DataError, match=r"no array 'Y_train'; it holds \['X_train'\]"):
         NpzArray(tmp_path / "data.npz", "Y_train")
+
+
+def test_windows_at_given_starts_may_overlap() -> None:
+    frames = [np.array([value]) for value in range(8)]
+    windows = [w[:, 0].tolist() for w in windows_at(frames, 3, [1, 2, 5])]
+    assert windows == [[1, 2, 3], [2, 3, 4], [5, 6, 7]]
+
+
+def test_resize_like_cv2_uses_half_pixel_centres_and_clamps_at_the_edges() -> None:
+    row = np.array([[0.0, 40.0, 80.0, 120.0]] * 2)
+    # Bilinear 4 -> 2: sample points 0.5 and 2.5.
+    np.testing.assert_allclose(resize_like_cv2(row, 2), [[20, 100]] * 2)
+    # Bilinear 2 -> 4: sample points -0.25 (clamped to 0), 0.25, 0.75, 1.25 (clamped to 1).
+    two = np.array([[0.0, 40.0], [0.0, 40.0]])
+    np.testing.assert_allclose(resize_like_cv2(two, 4)[0], [0, 10, 30, 40])
+    # Bicubic (A = -0.75) 4 -> 2 at 0.5: weights -0.09375, 0.59375, 0.59375, -0.09375 on
+    # pixels -1 (the edge, clamped), 0, 1, 2; at 2.5 on pixels 1, 2, 3, 4 (clamped to 3).
+    np.testing.assert_allclose(resize_like_cv2(row, 2, "cubic"), [[16.25, 103.75]] * 2)
+    flat = np.full((32, 32, 3), 77.0)
+    np.testing.assert_allclose(resize_like_cv2(flat, 16, "cubic"), 77.0, atol=1e-4)

@@ -8,12 +8,16 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from seemore.backbones.base import ClipGeometry
+
+if TYPE_CHECKING:
+    from seemore.data.protocols import Protocol
+    from seemore.registry import Registry
 
 META_FILE = "meta.json"
 
@@ -24,6 +28,8 @@ class DataConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     source: Literal["embedded", "download", "local"] = "embedded"
+    # The named preparation to reproduce (docs/protocols.md); None: the benchmark's default.
+    protocol: str | None = None
     # `local`: where the user put the files; `download`: where the raw files are cached.
     root: str | None = None
     input_frames: int = Field(gt=0)
@@ -62,6 +68,41 @@ class Benchmark:
     description: ClassVar[str]
     # dtype of the prepared splits (uint8, or float16 for TaxiBJ).
     stored_dtype: ClassVar[str] = "uint8"
+    protocols: ClassVar[Registry[type[Protocol]]]
+    default_protocol: ClassVar[str]
+
+    @classmethod
+    def protocol_name(cls, config: DataConfig) -> str:
+        return config.protocol or cls.default_protocol
+
+    @classmethod
+    def protocol(cls, config: DataConfig) -> type[Protocol]:
+        return cls.protocols.get(cls.protocol_name(config))
+
+    @classmethod
+    def protocol_meta(cls, config: DataConfig) -> dict[str, Any]:
+        """meta.json's `protocol` (its name), `protocol_reference` (what it reproduces) and
+        `comparable_to_reference` (False for our own splits)."""
+        protocol = cls.protocol(config)
+        return {
+            "protocol": cls.protocol_name(config),
+            "protocol_reference": protocol.reference,
+            "comparable_to_reference": protocol.comparable,
+        }
+
+    @classmethod
+    def protocol_problems(cls, config: DataConfig) -> list[str]:
+        """An unknown protocol, a source it cannot read, and the protocol's own problems."""
+        name = cls.protocol_name(config)
+        if name not in cls.protocols:
+            return [f"protocol = {name!r}: expected one of {cls.protocols.names()}"]
+        protocol = cls.protocols.get(name)
+        if config.source != "embedded" and config.source not in protocol.sources:
+            return [
+                f"protocol {name!r} reads source {' or '.join(map(repr, protocol.sources))}, "
+                f"not {config.source!r}"
+            ]
+        return protocol.check(config)
 
     @classmethod
     def stored_clip_length(cls, config: DataConfig) -> int:
@@ -92,12 +133,18 @@ class Benchmark:
                 )
         if config.source == "local" and config.root is None:
             problems.append("source 'local' needs 'root': the folder that holds the files")
-        return problems
+        return problems + cls.protocol_problems(config)
 
     @classmethod
     def planned_bytes(cls, config: DataConfig) -> int | None:
         """Bytes `prepare` will store for `config`, for `seemore plan`; None when only the raw
         files decide (real recordings cut into windows)."""
+        return None
+
+    @classmethod
+    def planned_val_clips(cls, config: DataConfig) -> int | None:
+        """Clips of the validation split (scored while training), for `seemore plan`; None
+        when only the raw files decide."""
         return None
 
     @classmethod
@@ -189,8 +236,9 @@ def section_meta(config: DataConfig) -> dict[str, Any]:
 
 
 def write_meta(out_dir: Path, meta: dict[str, Any]) -> None:
-    """meta.json: must say `source` and `stand_in` (True for an embedded substitute)."""
-    for key in ("source", "stand_in", "description"):
+    """meta.json: must say `source`, `stand_in` (True for an embedded substitute),
+    `description` and `protocol`."""
+    for key in ("source", "stand_in", "description", "protocol"):
         if key not in meta:
             raise ValueError(f"meta.json needs {key!r}")
     text = json.dumps(meta, indent=2, sort_keys=True).encode()

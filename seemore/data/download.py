@@ -4,9 +4,13 @@ A download is streamed to a temp file beside its destination, its SHA-256 is che
 only then is it renamed into place: a failure or mismatch never leaves a file that looks valid.
 
 Where no SHA-256 is published for a file (`RemoteFile.sha256` is None), the first copy is
-trusted ("trust on first use"): its SHA-256 is recorded in `<name>.sha256` beside it, with a
-warning, and every later run verifies the file against that record. A SHA-1 published by
-another source, where one exists, is checked on that first use as well.
+trusted ("trust on first use"): once it passes its structural check (the caller's `check`,
+e.g. the archive holds the expected layout) its SHA-256 is recorded in `<name>.sha256` beside
+it, with a warning, and every later run verifies the file against that record. A SHA-1
+published by another source, where one exists, is checked on that first use as well.
+Downloads time out (DOWNLOAD_TIMEOUT seconds without data); archives are extracted only
+within a size and compression-ratio limit (an archive bomb is refused before anything is
+written).
 """
 
 from __future__ import annotations
@@ -19,10 +23,17 @@ import tarfile
 import tempfile
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 CHUNK = 1 << 20
+# Seconds a download may wait for the server (to connect, or for the next block of data).
+DOWNLOAD_TIMEOUT = 60.0
+# An archive may expand to at most this many bytes, and to at most this many times its own
+# size (the real archives expand 1-3x; a bomb expands 1000x).
+EXTRACT_MAX_BYTES = 200 * 1024**3
+EXTRACT_MAX_RATIO = 100
 # Suffix of the file that records a trusted-on-first-use SHA-256 beside the file it pins.
 PIN_SUFFIX = ".sha256"
 
@@ -107,24 +118,61 @@ def _trust_on_first_use(path: Path, remote: RemoteFile, directory: Path, origin:
     )
 
 
-def fetch(remote: RemoteFile, directory: Path) -> Path:
-    """`directory/remote.name`, downloaded and verified unless a verified copy is there."""
+def _repin_help(remote: RemoteFile, directory: Path) -> str:
+    """How to accept a new copy of a trusted-on-first-use file, for the mismatch message."""
+    if remote.sha256 is not None:
+        return "the pin is published with the code, so the file is not the published one"
+    return (
+        f"if the source has republished the file and you trust the new copy, delete "
+        f"{pin_path(directory, remote)} and run again to re-pin it"
+    )
+
+
+def _download(remote: RemoteFile, out: Path) -> None:
+    try:
+        with (
+            out.open("wb") as file,
+            urllib.request.urlopen(remote.url, timeout=DOWNLOAD_TIMEOUT) as response,
+        ):
+            shutil.copyfileobj(response, file, CHUNK)
+    except TimeoutError:
+        raise DataError(
+            f"{remote.url}: no data for {DOWNLOAD_TIMEOUT:g} s; the download timed out, "
+            "nothing was kept"
+        ) from None
+    except OSError as error:
+        # URLError and HTTPError are OSErrors; their reason says what went wrong.
+        reason = getattr(error, "reason", error)
+        raise DataError(f"{remote.url}: download failed ({reason}); nothing was kept") from None
+
+
+def fetch(remote: RemoteFile, directory: Path, check: Callable[[Path], None] | None = None) -> Path:
+    """`directory/remote.name`, downloaded and verified unless a verified copy is there.
+    `check(path)` raises DataError when a file is not structurally what it should be; it
+    runs before a first copy is trusted, so a bad first download never becomes the pin."""
     target = directory / remote.name
     expected = expected_sha256(remote, directory)
     if target.is_file():
         if expected is None:
             # Placed there by hand or restored without its pin: trusted like a first download.
+            if check is not None:
+                check(target)
             _trust_on_first_use(target, remote, directory, str(target))
         else:
-            verify(target, expected)
+            try:
+                verify(target, expected)
+            except DataError as error:
+                raise DataError(f"{error}; delete it to download it again") from None
         return target
     directory.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(dir=directory, prefix=f".{remote.name}.", suffix=".part")
+    os.close(handle)
     temp = Path(temp_name)
     try:
-        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(remote.url) as response:
-            shutil.copyfileobj(response, out, CHUNK)
+        _download(remote, temp)
         if expected is None:
+            if check is not None:
+                check(temp)
             _trust_on_first_use(temp, remote, directory, remote.url)
         else:
             try:
@@ -133,12 +181,45 @@ def fetch(remote: RemoteFile, directory: Path) -> Path:
                 pinned = "the published pin" if remote.sha256 else str(pin_path(directory, remote))
                 raise DataError(
                     f"{remote.url}: downloaded file has the wrong SHA-256 (expected {expected}, "
-                    f"from {pinned}); nothing was kept"
+                    f"from {pinned}); nothing was kept; {_repin_help(remote, directory)}"
                 ) from None
         os.replace(temp, target)
     finally:
         temp.unlink(missing_ok=True)
     return target
+
+
+def fetch_extracted(
+    remote: RemoteFile,
+    raw_dir: Path,
+    target: Path,
+    check: Callable[[Path], None] | None = None,
+) -> Path:
+    """Fetch and verify `remote` into `raw_dir` and extract it into `target` (again only when
+    the archive changed: a marker beside `target` records the SHA-256 it was extracted from);
+    returns `target`."""
+    archive = fetch(remote, raw_dir, check)
+    digest = expected_sha256(remote, raw_dir)
+    marker = target.parent / f".{target.name}.extracted"
+    if target.is_dir() and marker.is_file() and marker.read_text().strip() == digest:
+        return target
+    partial = target.parent / f".{target.name}.partial"
+    for stale in (target, partial):
+        shutil.rmtree(stale, ignore_errors=True)
+    marker.unlink(missing_ok=True)
+    safe_extract(archive, partial)
+    partial.rename(target)
+    marker.write_text(f"{digest}\n")
+    return target
+
+
+def zip_names(archive: Path) -> list[str]:
+    """The entry names of a zip archive, for structural checks before it is trusted."""
+    try:
+        with zipfile.ZipFile(archive) as zipped:
+            return zipped.namelist()
+    except (zipfile.BadZipFile, OSError) as error:
+        raise DataError(f"{archive}: not a readable zip archive ({error})") from None
 
 
 def _checked_member_path(archive: Path, target: Path, name: str) -> Path:
@@ -163,15 +244,31 @@ def _check_tar_end(archive: Path, tarred: tarfile.TarFile) -> None:
         )
 
 
+def _check_expanded_size(archive: Path, expanded: int) -> None:
+    """Refuse an archive that would expand beyond the size or compression-ratio limit."""
+    size = max(archive.stat().st_size, 1)
+    if expanded > EXTRACT_MAX_BYTES or expanded > EXTRACT_MAX_RATIO * size:
+        raise DataError(
+            f"{archive}: would expand to {expanded:,} bytes from {size:,} "
+            f"({expanded / size:.0f}x); refused, the limits are {EXTRACT_MAX_BYTES:,} bytes "
+            f"and {EXTRACT_MAX_RATIO}x (an archive bomb or not the expected file)"
+        )
+
+
 def safe_extract(archive: Path, target: Path) -> None:
     """Extract a zip or tar archive into `target`, refusing any entry (or link) that would land
-    outside it, and any truncated or unreadable archive, before anything is written."""
+    outside it, an archive expanding beyond the size or ratio limit, and any truncated or
+    unreadable archive, before anything is written."""
     target.mkdir(parents=True, exist_ok=True)
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zipped:
-                for name in zipped.namelist():
-                    _checked_member_path(archive, target, name)
+                entries = zipped.infolist()
+                for entry in entries:
+                    _checked_member_path(archive, target, entry.filename)
+                # zipfile never yields more than an entry's declared size (a larger stream
+                # fails its CRC check), so the declared sizes bound what is written.
+                _check_expanded_size(archive, sum(entry.file_size for entry in entries))
                 bad = zipped.testzip()
                 if bad is not None:
                     raise DataError(f"{archive}: entry {bad!r} is corrupt")
@@ -180,6 +277,7 @@ def safe_extract(archive: Path, target: Path) -> None:
             with tarfile.open(archive) as tarred:
                 members = tarred.getmembers()
                 _check_tar_end(archive, tarred)
+                _check_expanded_size(archive, sum(member.size for member in members))
                 for member in members:
                     _checked_member_path(archive, target, member.name)
                     if member.islnk() or member.issym():
@@ -189,3 +287,24 @@ def safe_extract(archive: Path, target: Path) -> None:
             raise DataError(f"{archive}: not a zip or tar archive (truncated or corrupt?)")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as error:
         raise DataError(f"{archive}: cannot be extracted ({error}); truncated or corrupt") from None
+
+
+def local_file_record(path: Path, pinned: str | None) -> dict[str, str]:
+    """meta.json's record of a file read from a `local` root: checked against its pinned
+    SHA-256 where one exists (a mismatch is an error), else its own SHA-256, unverified."""
+    if pinned is not None:
+        verify(path, pinned)
+        return {"sha256": pinned, "status": "verified against the pinned SHA-256"}
+    return {"sha256": sha256_file(path), "status": "unverified (no pin exists for this file)"}
+
+
+def download_record(remote: RemoteFile, directory: Path) -> dict[str, str]:
+    """meta.json's record of a fetched file: its SHA-256 and where the pin came from."""
+    digest = expected_sha256(remote, directory)
+    assert digest is not None, f"{remote.name} was not fetched"
+    if remote.sha256 is not None:
+        return {"sha256": digest, "status": "verified against the pinned SHA-256"}
+    return {
+        "sha256": digest,
+        "status": f"verified against the trust-on-first-use pin {pin_path(directory, remote)}",
+    }

@@ -4,22 +4,21 @@ test horizons.
 
 Split by person, as the PredRNN / OpenSTL loaders: persons 01-16 for training, 17-25 test;
 of the training persons, 16 is held out as the validation split (the references validate on
-the test split; all three lists configurable, never overlapping). Windows are cut from one
-video at a time and never cross a video (nor a gap in an image folder's frame numbering).
-Window starts follow the same loaders unless `clip_stride` is set: one window every window
-length (non-overlapping) for boxing, handclapping, handwaving and walking; every 3 frames for
-jogging and running, whose person crosses the frame and leaves it empty for long stretches.
-Train and validation windows hold input_frames + output_frames frames, test windows
-input_frames + the test horizon.
+the test split; all three lists configurable, never overlapping). Windows never cross a
+recording (nor a gap in a frame folder's numbering). Train and validation windows hold
+input_frames + output_frames frames, test windows input_frames + the test horizon.
 
-Sources:
-- `download`: the six official AVI zips from the KTH site. No SHA-256 is published for them:
-  the first download is trusted and its SHA-256 recorded beside it (`<action>.zip.sha256`,
-  verified on every later run); on that first download the SHA-1 that visym/vipy's KTH loader
-  pins for each zip is checked.
-- `local`: `root` holds either the unzipped videos
-  (`<action>/personXX_<action>_dY_uncomp.avi`) or the widespread pre-extracted frames
-  (`<action>/personXX_<action>_dY_uncomp/image_NNNN.png|jpg`), found at any depth.
+Protocols (`data.kth.protocol`, docs/protocols.md):
+- `openstl` (default) and `predrnn`: the PredRNN image release (frame folders
+  `<action>/personXX_<action>_dY_uncomp/image_NNNN.png|jpg`), read as the references read it
+  (first channel, OpenCV's bilinear rule), windows END-aligned walking backwards
+  (`end_aligned_starts`). `download` fetches OpenSTL's `kth_action.zip` (no published
+  SHA-256: pinned on first use once its layout is checked); `local` reads the folders in
+  `root`. The two differ only in the reference horizons they record.
+- `avi`: the six AVI zips of the KTH site (`download`; trusted on first use, checked against
+  the SHA-1 that visym/vipy pins) or AVIs / frame folders in `root` (`local`), every frame,
+  windows from each video's start: one every window length for boxing, handclapping,
+  handwaving and walking, every 3 frames for jogging and running, or every `clip_stride`.
 - `embedded`: an offline stand-in, NOT the real benchmark (see `standins.kth_clips`).
 
 Preparation streams (one decoded frame and one window in memory, windows appended to disk),
@@ -29,25 +28,35 @@ so its memory does not grow with the dataset.
 from __future__ import annotations
 
 import re
-import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 from pydantic import Field
 
 from seemore.data import DATASETS
 from seemore.data.base import DataConfig, write_split
-from seemore.data.download import DataError, RemoteFile, expected_sha256, fetch, safe_extract
+from seemore.data.download import (
+    DataError,
+    RemoteFile,
+    download_record,
+    fetch_extracted,
+    zip_names,
+)
+from seemore.data.protocols import Protocol, protocol_registry
 from seemore.data.standins import KTH_ACTIONS, kth_clips
 from seemore.data.video import (
     SplitWriter,
     decode_video,
     numbered_images,
     read_image,
+    resize_like_cv2,
     sliding_windows,
+    to_uint8,
+    windows_at,
 )
 from seemore.data.windowed import (
     SPLIT_STREAMS,
@@ -82,7 +91,13 @@ REMOTE_FILES: dict[str, RemoteFile] = {
     )
     for action in KTH_ACTIONS
 }
+RELEASE_ARCHIVE = RemoteFile(
+    name="kth_action.zip",
+    url="https://github.com/chengtan9907/OpenSTL/releases/download/v0.1.0/kth_action.zip",
+    sha256=None,
+)
 VIDEOS_DIR = "videos"
+FRAMES_DIR = "frames"
 SEQUENCE_NAME = re.compile(r"^person(\d\d)_([a-z]+)_d(\d)_uncomp$")
 FRAME_PREFIX = "image_"
 
@@ -117,13 +132,14 @@ class Sequence:
         return self.path.suffix.lower() == ".avi"
 
 
-def find_sequences(directory: Path, actions: list[str]) -> list[Sequence]:
+def find_sequences(directory: Path, actions: list[str], videos: bool = True) -> list[Sequence]:
     """Every recording of `actions` under `directory`: `personXX_<action>_dY_uncomp.avi`
-    files and `personXX_<action>_dY_uncomp/` frame folders, at any depth; where both exist
-    for one recording the video is used. Sorted by action, person, scenario."""
+    files (unless `videos` is False) and `personXX_<action>_dY_uncomp/` frame folders, at any
+    depth; where both exist for one recording the video is used. Sorted by action, person,
+    scenario."""
     found: dict[tuple[str, int, int], Sequence] = {}
     for path in sorted(directory.rglob("person*")):
-        is_avi = path.is_file() and path.suffix.lower() == ".avi"
+        is_avi = videos and path.is_file() and path.suffix.lower() == ".avi"
         match = SEQUENCE_NAME.match(path.stem if is_avi else path.name)
         if match is None or not (is_avi or path.is_dir()) or match.group(2) not in actions:
             continue
@@ -151,18 +167,82 @@ def window_stride(config: KTHConfig, action: str, length: int) -> int:
     return DENSE_STRIDE if action in DENSE_ACTIONS else length
 
 
+def end_aligned_starts(numbers: list[int], length: int, action: str) -> list[int]:
+    """Positions (0-based, ascending) in one recording's frames, numbered `numbers` in file
+    order, where the references' KTH loaders start a window of `length` frames.
+
+    Their rule: a candidate window ends at the last frame; it is kept when its first and last
+    frame numbers are `length - 1` apart (no gap inside), and the next candidate then ends
+    `length` frames earlier (non-overlapping) or 3 frames earlier for jogging and running;
+    otherwise it ends one frame earlier. So windows are aligned to the END of each run of
+    consecutive frames, walking backwards."""
+    jump = DENSE_STRIDE if action in DENSE_ACTIONS else length
+    starts = []
+    end = len(numbers) - 1
+    while end >= length - 1:
+        start = end - length + 1
+        if numbers[end] - numbers[start] == length - 1:
+            starts.append(start)
+            end -= jump
+        else:
+            end -= 1
+    return starts[::-1]
+
+
+def release_frame(path: Path, size: int) -> np.ndarray:
+    """One frame of the image release as the references read it: its first channel (the
+    release stores gray as RGB), resized by OpenCV's bilinear rule in floating point, as
+    uint8 `[1, size, size]` (rounded: the references keep the float)."""
+    try:
+        with Image.open(path) as image:
+            pixels = np.asarray(image)
+    except (UnidentifiedImageError, OSError) as error:
+        raise DataError(f"{path}: not a readable image ({error})") from None
+    channel = pixels[:, :, 0] if pixels.ndim == 3 else pixels
+    return to_uint8(resize_like_cv2(channel, size))[None]
+
+
+WindowCutter = Callable[[Sequence, int], Iterator[np.ndarray]]
+
+
+def avi_windows(config: KTHConfig) -> WindowCutter:
+    """Windows from the start of each run of frames, strides as `window_stride` says."""
+
+    def cut(sequence: Sequence, length: int) -> Iterator[np.ndarray]:
+        stride = window_stride(config, sequence.action, length)
+        frames = sequence_frames(sequence, config.image_size)
+        return sliding_windows(frames, length, stride)
+
+    return cut
+
+
+def release_windows(config: KTHConfig) -> WindowCutter:
+    """The references' end-aligned windows (`end_aligned_starts`) over an image folder."""
+
+    def cut(sequence: Sequence, length: int) -> Iterator[np.ndarray]:
+        numbered = numbered_images(sequence.path, FRAME_PREFIX)
+        starts = end_aligned_starts([n for n, _ in numbered], length, sequence.action)
+        frames = (release_frame(path, config.image_size) for _, path in numbered)
+        return windows_at(frames, length, starts)
+
+    return cut
+
+
 def write_sequences(
-    config: KTHConfig, sequences: list[Sequence], out_dir: Path, split: str, length: int
+    config: KTHConfig,
+    sequences: list[Sequence],
+    out_dir: Path,
+    split: str,
+    cut: WindowCutter,
 ) -> dict[str, int]:
-    """Cut every sequence into windows of `length` frames and store them as `<split>.npy`;
-    returns the number of windows per sequence."""
-    size = config.image_size
+    """Cut every sequence into windows of the split's length (as `cut` does) and store them
+    as `<split>.npy`; returns the number of windows per sequence."""
+    size, length = config.image_size, config.clip_lengths[split]
     per_sequence: dict[str, int] = {}
     with SplitWriter(out_dir, split, (length, 1, size, size), np.uint8) as writer:
         for sequence in sequences:
             before = writer.count
-            stride = window_stride(config, sequence.action, length)
-            for window in sliding_windows(sequence_frames(sequence, size), length, stride):
+            for window in cut(sequence, length):
                 writer.append(window)
             per_sequence[sequence.name] = writer.count - before
         if writer.count == 0:
@@ -179,28 +259,46 @@ def download_videos(raw_dir: Path, actions: list[str]) -> Path:
     `raw_dir/videos/<action>/` (again only when the zip changed); returns `raw_dir/videos`."""
     videos = raw_dir / VIDEOS_DIR
     for action in actions:
-        remote = REMOTE_FILES[action]
-        archive = fetch(remote, raw_dir)
-        digest = expected_sha256(remote, raw_dir)
-        target, marker = videos / action, videos / f".{action}.extracted"
-        if target.is_dir() and marker.is_file() and marker.read_text().strip() == digest:
-            continue
-        partial = videos / f".{action}.partial"
-        for stale in (target, partial):
-            shutil.rmtree(stale, ignore_errors=True)
-        marker.unlink(missing_ok=True)
-        safe_extract(archive, partial)
-        partial.rename(target)
-        marker.write_text(f"{digest}\n")
+        fetch_extracted(REMOTE_FILES[action], raw_dir, videos / action)
     return videos
 
 
-def layout_help(directory: Path) -> str:
+def _check_release(actions: list[str]) -> Callable[[Path], None]:
+    """A structural check of the image-release zip: frames of every action in its layout."""
+
+    def check(archive: Path) -> None:
+        names = zip_names(archive)
+        for action in actions:
+            layout = re.compile(rf"(^|/){action}/person\d\d_{action}_d\d_uncomp/image_\d+\.")
+            if not any(layout.search(name) for name in names):
+                raise DataError(
+                    f"{archive}: holds no frames {action}/personXX_{action}_dY_uncomp/"
+                    "image_NNNN.*; not the KTH image release"
+                )
+
+    return check
+
+
+def download_release(raw_dir: Path, actions: list[str]) -> Path:
+    """Fetch OpenSTL's `kth_action.zip` into `raw_dir` (checked, and pinned on first use) and
+    unzip it into `raw_dir/frames/`; returns that folder."""
+    return fetch_extracted(RELEASE_ARCHIVE, raw_dir, raw_dir / FRAMES_DIR, _check_release(actions))
+
+
+def layout_help(directory: Path, videos: bool) -> str:
+    frames = "(<action>/personXX_<action>_dY_uncomp/image_NNNN.png or .jpg)"
+    if not videos:
+        return (
+            f"expected under {directory} the KTH image release's frame folders {frames}; "
+            "for the AVIs use protocol 'avi'"
+        )
     return (
         f"expected under {directory} the unzipped KTH videos "
-        "(<action>/personXX_<action>_dY_uncomp.avi) or extracted frames "
-        "(<action>/personXX_<action>_dY_uncomp/image_NNNN.png or .jpg)"
+        f"(<action>/personXX_<action>_dY_uncomp.avi) or extracted frames {frames}"
     )
+
+
+KTH_PROTOCOLS = protocol_registry("kth")
 
 
 @DATASETS.register("kth")
@@ -209,6 +307,8 @@ class KTH(WindowedBenchmark):
     channels = 1
     title = "KTH Action"
     description = "six human actions by 25 persons, gray, 128x128, 10 -> 20 frames"
+    protocols = KTH_PROTOCOLS
+    default_protocol = "openstl"
 
     @classmethod
     def check(cls, config: DataConfig) -> list[str]:
@@ -231,7 +331,8 @@ class KTH(WindowedBenchmark):
         if config.source == "embedded":
             meta = _prepare_embedded(config, out_dir)
         else:
-            meta = _prepare_real(config, raw_dir, out_dir)
+            protocol = cls.protocol(config)
+            meta = protocol.prepare_splits(config, raw_dir, out_dir)
         split_rule = (
             f"by person: train persons {config.train_persons}, validation persons "
             f"{config.val_persons}, test persons {config.test_persons}; windows never cross "
@@ -246,48 +347,143 @@ class KTH(WindowedBenchmark):
         }
 
 
-def _prepare_real(config: KTHConfig, raw_dir: Path, out_dir: Path) -> dict[str, object]:
-    if config.source == "download":
-        directory = download_videos(raw_dir, list(config.actions))
-        files = {
-            REMOTE_FILES[a].name: expected_sha256(REMOTE_FILES[a], raw_dir) for a in config.actions
+def horizons_meta(config: KTHConfig, reference: tuple[int, int, int]) -> dict[str, Any]:
+    ours = (config.input_frames, config.output_frames, config.test_horizon)
+    return {
+        "reference_horizons": dict(zip(("input", "output", "output_test"), reference, strict=True)),
+        "horizons_match_reference": ours == reference,
+    }
+
+
+@KTH_PROTOCOLS.register("openstl")
+class ImageRelease(Protocol):
+    """The PredRNN image release with the references' end-aligned windows."""
+
+    reference = (
+        "OpenSTL openstl/datasets/dataloader_kth.py on its kth_action.zip (the PredRNN image "
+        "release)"
+    )
+    # (input, train output, test output) frames of the reference's KTH setting.
+    horizons: ClassVar[tuple[int, int, int]] = (10, 20, 20)
+
+    @classmethod
+    def check(cls, config: DataConfig) -> list[str]:
+        assert isinstance(config, KTHConfig)
+        if config.clip_stride is not None:
+            return [
+                "clip_stride applies to protocol 'avi'; the image release's windows follow "
+                "the references' rule"
+            ]
+        return []
+
+    @classmethod
+    def prepare_splits(cls, config: DataConfig, raw_dir: Path, out_dir: Path) -> dict[str, Any]:
+        assert isinstance(config, KTHConfig)
+        if config.source == "download":
+            directory = download_release(raw_dir, list(config.actions))
+            files = {RELEASE_ARCHIVE.name: download_record(RELEASE_ARCHIVE, raw_dir)}
+        else:
+            assert config.root is not None
+            directory, files = Path(config.root), {}
+        sequences = find_sequences_in(directory, list(config.actions), videos=False)
+        meta = write_splits(config, sequences, out_dir, release_windows(config))
+        return {
+            **meta,
+            "description": (
+                f"KTH Action, the PredRNN image release: {', '.join(config.actions)}; first "
+                f"channel, OpenCV-bilinear resized to {config.image_size}x{config.image_size}"
+            ),
+            "windows": (
+                "end-aligned, walking back from each run's last frame: non-overlapping, every "
+                "3 frames for jogging and running"
+            ),
+            "files": files,
+            **horizons_meta(config, cls.horizons),
         }
-    else:
-        assert config.root is not None
-        directory = Path(config.root)
-        if not directory.is_dir():
-            raise DataError(f"{directory}: not a folder; {layout_help(directory)}")
-        files = {}
-    sequences = find_sequences(directory, list(config.actions))
-    missing = sorted(set(config.actions) - {s.action for s in sequences})
+
+
+@KTH_PROTOCOLS.register("predrnn")
+class SeeMoreImageRelease(ImageRelease):
+    """The SeeMore authors' loader (PredRNN's): the same frames and window rule as OpenSTL's,
+    with train clips at the training horizon and test clips at the test horizon."""
+
+    reference = (
+        "DIG-Beihang/SeeMore core/data_provider/kth_action.py (PredRNN's loader) on the "
+        "PredRNN image release"
+    )
+    horizons = (10, 10, 20)
+
+
+@KTH_PROTOCOLS.register("avi")
+class RawVideos(Protocol):
+    """The six AVI zips of the KTH site (or AVIs / frame folders in `root`), every frame,
+    windows from the start of each video: NOT the references' trimmed image release."""
+
+    reference = "none exactly: the KTH site's AVIs with the references' window strides"
+    comparable = False
+
+    @classmethod
+    def prepare_splits(cls, config: DataConfig, raw_dir: Path, out_dir: Path) -> dict[str, Any]:
+        assert isinstance(config, KTHConfig)
+        if config.source == "download":
+            directory = download_videos(raw_dir, list(config.actions))
+            files = {
+                REMOTE_FILES[a].name: download_record(REMOTE_FILES[a], raw_dir)
+                for a in config.actions
+            }
+        else:
+            assert config.root is not None
+            directory, files = Path(config.root), {}
+        sequences = find_sequences_in(directory, list(config.actions), videos=True)
+        meta = write_splits(config, sequences, out_dir, avi_windows(config))
+        return {
+            **meta,
+            "description": (
+                f"KTH Action from the AVIs: {', '.join(config.actions)}; grayscale, resized to "
+                f"{config.image_size}x{config.image_size}"
+            ),
+            "windows": (
+                f"one every {config.clip_stride} frames"
+                if config.clip_stride
+                else "from each video's start: non-overlapping, every 3 frames for jogging and "
+                "running"
+            ),
+            "files": files,
+        }
+
+
+def find_sequences_in(directory: Path, actions: list[str], videos: bool) -> list[Sequence]:
+    """`find_sequences`, refusing a folder that is missing or lacks an action."""
+    if not directory.is_dir():
+        raise DataError(f"{directory}: not a folder; {layout_help(directory, videos)}")
+    sequences = find_sequences(directory, actions, videos)
+    missing = sorted(set(actions) - {s.action for s in sequences})
     if missing:
-        raise DataError(f"{directory}: no recordings of {missing}; {layout_help(directory)}")
+        raise DataError(
+            f"{directory}: no recordings of {missing}; {layout_help(directory, videos)}"
+        )
+    return sequences
+
+
+def write_splits(
+    config: KTHConfig, sequences: list[Sequence], out_dir: Path, cut: WindowCutter
+) -> dict[str, Any]:
+    """Each split's persons' windows as `cut` makes them, with the counts for meta.json."""
     counts: dict[str, int] = {}
     windows: dict[str, dict[str, int]] = {}
     persons: dict[str, list[int]] = {}
     for split, chosen_persons in split_persons(config).items():
         chosen = [s for s in sequences if s.person in chosen_persons]
-        length = config.clip_lengths[split]
-        windows[split] = write_sequences(config, chosen, out_dir, split, length)
+        windows[split] = write_sequences(config, chosen, out_dir, split, cut)
         counts[f"{split}_clips"] = sum(windows[split].values())
         counts[f"{split}_recordings"] = len(chosen)
         persons[split] = sorted({s.person for s in chosen})
     return {
-        "description": (
-            f"KTH Action: {', '.join(config.actions)}; grayscale, resized to "
-            f"{config.image_size}x{config.image_size}"
-        ),
-        "windows": (
-            f"one every {config.clip_stride} frames"
-            if config.clip_stride
-            else "non-overlapping, except every 3 frames for jogging and running"
-        ),
         "persons_present": persons,
         "counts": counts,
         "short_recordings": sorted(
             name for split in windows.values() for name, n in split.items() if n == 0
         ),
-        "files": files,
     }
 
 

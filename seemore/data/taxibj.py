@@ -15,20 +15,21 @@ Two raw layouts:
   meta.json; inverse for reporting: flow = min + x * (max - min)). Windows of consecutive
   slots, one every `clip_stride` slots, never cross a missing slot or the split boundary.
 
-Sources: `download` fetches OpenSTL's release `taxibj_dataset.zip` (holds `dataset.npz`; no
-published SHA-256: trusted on first use and pinned in `taxibj_dataset.zip.sha256`); `local`
-reads `root/dataset.npz` if present, else the `root/BJ*_M32x32_T30_InOut.h5` files;
-`embedded` is an offline stand-in, NOT the real benchmark (see `standins.taxibj_clips`).
+Each layout is a protocol (`data.taxibj.protocol`): `openstl` reads `dataset.npz`, with
+`download` (OpenSTL's release `taxibj_dataset.zip`; no published SHA-256: trusted on first
+use, once it holds a dataset.npz, and pinned in `taxibj_dataset.zip.sha256`) or `local`
+(`root/dataset.npz`); `deepst` reads the `root/BJ*_M32x32_T30_InOut.h5` files (`local`).
+Validation: the last `val_fraction` (10%) of the training data. `embedded` is an offline
+stand-in, NOT the real benchmark (see `standins.taxibj_clips`).
 Everything is read in blocks, never a whole array at once.
 """
 
 from __future__ import annotations
 
 import datetime
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import h5py
@@ -37,7 +38,15 @@ from pydantic import Field
 
 from seemore.data import DATASETS
 from seemore.data.base import DataConfig, write_split
-from seemore.data.download import DataError, RemoteFile, expected_sha256, fetch, safe_extract
+from seemore.data.download import (
+    DataError,
+    RemoteFile,
+    download_record,
+    fetch_extracted,
+    local_file_record,
+    zip_names,
+)
+from seemore.data.protocols import Protocol, protocol_registry
 from seemore.data.standins import SLOTS_PER_DAY, taxibj_clips
 from seemore.data.video import NpzArray, SplitWriter, sliding_windows
 from seemore.data.windowed import WindowedBenchmark, WindowedConfig
@@ -320,7 +329,6 @@ def prepare_hdf5(paths: list[Path], config: TaxiBJConfig, out_dir: Path) -> dict
             "inverse": "flow = min + x * (max - min)",
             "test_values_clipped_to_1": scaling.clipped,
         },
-        "files": [path.name for path in paths],
         "counts": {**counts, "complete_days": len(days)},
     }
 
@@ -328,24 +336,20 @@ def prepare_hdf5(paths: list[Path], config: TaxiBJConfig, out_dir: Path) -> dict
 # --- sources ----------------------------------------------------------------------------------
 
 
+def _check_archive(archive: Path) -> None:
+    if not any(PurePosixPath(name).name == NPZ_NAME for name in zip_names(archive)):
+        raise DataError(f"{archive}: holds no {NPZ_NAME}; not OpenSTL's TaxiBJ archive")
+
+
 def download_npz(raw_dir: Path) -> Path:
-    """Fetch and verify OpenSTL's archive into `raw_dir` and unzip it (again only when it
-    changed); returns the `dataset.npz` inside."""
-    archive = fetch(REMOTE_ARCHIVE, raw_dir)
-    digest = expected_sha256(REMOTE_ARCHIVE, raw_dir)
-    target, marker = raw_dir / EXTRACTED_DIR, raw_dir / f".{EXTRACTED_DIR}"
-    if not (target.is_dir() and marker.is_file() and marker.read_text().strip() == digest):
-        shutil.rmtree(target, ignore_errors=True)
-        marker.unlink(missing_ok=True)
-        partial = raw_dir / f".{EXTRACTED_DIR}.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        safe_extract(archive, partial)
-        partial.rename(target)
-        marker.write_text(f"{digest}\n")
-    found = sorted(target.rglob(NPZ_NAME))
-    if not found:
-        raise DataError(f"{archive}: holds no {NPZ_NAME}")
-    return found[0]
+    """Fetch and verify OpenSTL's archive into `raw_dir` (its layout checked before a first
+    copy is trusted) and unzip it (again only when it changed); returns the `dataset.npz`
+    inside."""
+    target = fetch_extracted(REMOTE_ARCHIVE, raw_dir, raw_dir / EXTRACTED_DIR, _check_archive)
+    return sorted(target.rglob(NPZ_NAME))[0]
+
+
+TAXIBJ_PROTOCOLS = protocol_registry("taxibj")
 
 
 @DATASETS.register("taxibj")
@@ -355,6 +359,8 @@ class TaxiBJ(WindowedBenchmark):
     title = "TaxiBJ"
     stored_dtype = "float16"
     description = "Beijing taxi in/out flow, 2 channels 32x32, 4 -> 4 frames"
+    protocols = TAXIBJ_PROTOCOLS
+    default_protocol = "openstl"
 
     @classmethod
     def check(cls, config: DataConfig) -> list[str]:
@@ -378,12 +384,8 @@ class TaxiBJ(WindowedBenchmark):
         assert isinstance(config, TaxiBJConfig)
         if config.source == "embedded":
             meta = _prepare_embedded(config, out_dir)
-        elif config.source == "download":
-            meta = prepare_npz(download_npz(raw_dir), config, out_dir)
-            meta["files"] = {REMOTE_ARCHIVE.name: expected_sha256(REMOTE_ARCHIVE, raw_dir)}
         else:
-            assert config.root is not None
-            meta = _prepare_local(Path(config.root), config, out_dir)
+            meta = cls.protocol(config).prepare_splits(config, raw_dir, out_dir)
         meta.setdefault(
             "description",
             f"TaxiBJ: in/out taxi flows on a {GRID}x{GRID} grid, 30-minute slots, from "
@@ -393,16 +395,53 @@ class TaxiBJ(WindowedBenchmark):
         return {"image_size": GRID, "channels": ["inflow", "outflow"], **meta}
 
 
-def _prepare_local(root: Path, config: TaxiBJConfig, out_dir: Path) -> dict[str, object]:
-    if (root / NPZ_NAME).is_file():
-        return prepare_npz(root / NPZ_NAME, config, out_dir)
-    years = sorted(root.glob(HDF5_PATTERN)) if root.is_dir() else []
-    if years:
-        return prepare_hdf5(years, config, out_dir)
-    raise DataError(
-        f"{root}: expected {root / NPZ_NAME} (OpenSTL's X_train/Y_train/X_test/Y_test) or "
-        f"the yearly files {root}/BJ13_M32x32_T30_InOut.h5 ... BJ16_M32x32_T30_InOut.h5"
-    )
+@TAXIBJ_PROTOCOLS.register("openstl")
+class OpenSTLArrays(Protocol):
+    """OpenSTL's `dataset.npz` (from its release archive, or in `root`), its own split."""
+
+    reference = "OpenSTL openstl/datasets/dataloader_taxibj.py on its release dataset.npz"
+
+    @classmethod
+    def prepare_splits(cls, config: DataConfig, raw_dir: Path, out_dir: Path) -> dict[str, Any]:
+        assert isinstance(config, TaxiBJConfig)
+        if config.source == "download":
+            meta = prepare_npz(download_npz(raw_dir), config, out_dir)
+            meta["files"] = {REMOTE_ARCHIVE.name: download_record(REMOTE_ARCHIVE, raw_dir)}
+            return meta
+        assert config.root is not None
+        path = Path(config.root) / NPZ_NAME
+        if not path.is_file():
+            raise DataError(
+                f"{path}: missing; protocol 'openstl' reads OpenSTL's dataset.npz "
+                "(X_train/Y_train/X_test/Y_test); for the yearly BJ*_M32x32_T30_InOut.h5 files "
+                "use protocol 'deepst'"
+            )
+        meta = prepare_npz(path, config, out_dir)
+        meta["files"] = {NPZ_NAME: local_file_record(path, None)}
+        return meta
+
+
+@TAXIBJ_PROTOCOLS.register("deepst")
+class DeepSTYears(Protocol):
+    """The yearly HDF5 files of the original release, preprocessed as DeepST / ST-ResNet."""
+
+    reference = "DeepST / ST-ResNet's TaxiBJ loader (last 4 weeks test, train min-max)"
+    sources = ("local",)
+
+    @classmethod
+    def prepare_splits(cls, config: DataConfig, raw_dir: Path, out_dir: Path) -> dict[str, Any]:
+        assert isinstance(config, TaxiBJConfig) and config.root is not None
+        root = Path(config.root)
+        years = sorted(root.glob(HDF5_PATTERN)) if root.is_dir() else []
+        if not years:
+            raise DataError(
+                f"{root}: expected the yearly files {root}/BJ13_M32x32_T30_InOut.h5 ... "
+                "BJ16_M32x32_T30_InOut.h5 (protocol 'deepst'); for OpenSTL's dataset.npz use "
+                "protocol 'openstl'"
+            )
+        meta = prepare_hdf5(years, config, out_dir)
+        meta["files"] = {path.name: local_file_record(path, None) for path in years}
+        return meta
 
 
 def _prepare_embedded(config: TaxiBJConfig, out_dir: Path) -> dict[str, object]:

@@ -147,9 +147,70 @@ def sliding_windows(
             yield np.stack(buffer)
 
 
+def windows_at(
+    frames: Iterable[np.ndarray], length: int, starts: Iterable[int]
+) -> Iterator[np.ndarray]:
+    """Windows `[length, ...]` beginning at the given positions (0-based, in iteration order)
+    of `frames`; only `length` frames are held at a time, so overlapping windows are fine."""
+    wanted = set(starts)
+    buffer: deque[np.ndarray] = deque(maxlen=length)
+    for position, frame in enumerate(frames):
+        buffer.append(frame)
+        if position - length + 1 in wanted:
+            yield np.stack(buffer)
+
+
 def count_windows(frames: int, length: int, stride: int) -> int:
     """How many windows `sliding_windows` cuts from one run of `frames` consecutive frames."""
     return 0 if frames < length else (frames - length) // stride + 1
+
+
+def _cubic_weights(fraction: np.ndarray) -> np.ndarray:
+    """OpenCV's bicubic weights (A = -0.75) of the taps at -1, 0, 1, 2, `[n, 4]`."""
+    a, x = -0.75, fraction[:, None] + np.array([1.0, 0.0, -1.0, -2.0])
+    x = np.abs(x)
+    near = ((a + 2) * x - (a + 3)) * x * x + 1
+    far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    return np.where(x <= 1, near, far)
+
+
+def _cv2_taps(source: int, target: int, kernel: str) -> tuple[np.ndarray, np.ndarray]:
+    """Source indices `[target, taps]` and weights of OpenCV's `resize` along one axis:
+    pixel centres aligned (x_src = (x + 0.5) * source / target - 0.5), taps outside the
+    image clamped to its edge; bilinear clamps the position itself, as OpenCV does."""
+    position = (np.arange(target) + 0.5) * (source / target) - 0.5
+    first = np.floor(position)
+    fraction = position - first
+    if kernel == "linear":
+        low = first < 0
+        high = first >= source - 1
+        fraction = np.where(low | high, 0.0, fraction)
+        first = np.clip(first, 0, source - 1)
+        weights = np.stack([1 - fraction, fraction], axis=1)
+        offsets = np.array([0, 1])
+    elif kernel == "cubic":
+        weights = _cubic_weights(fraction)
+        offsets = np.array([-1, 0, 1, 2])
+    else:
+        raise ValueError(f"kernel {kernel!r}: expected 'linear' or 'cubic'")
+    index = np.clip(first.astype(np.int64)[:, None] + offsets, 0, source - 1)
+    return index, weights
+
+
+def resize_like_cv2(image: np.ndarray, size: int, kernel: str = "linear") -> np.ndarray:
+    """`image` `[H, W]` or `[H, W, C]` resized to `size` x `size` as OpenCV's `cv2.resize`
+    with INTER_LINEAR or INTER_CUBIC computes it in floating point (no anti-aliasing), as
+    float32; the reference loaders resize this way. Along rows first, then columns."""
+    data = np.asarray(image, dtype=np.float64)
+    rows, row_weights = _cv2_taps(data.shape[0], size, kernel)
+    columns, column_weights = _cv2_taps(data.shape[1], size, kernel)
+    horizontal = np.einsum("hwk...,wk->hw...", data[:, columns], column_weights)
+    return np.einsum("hkw...,hk->hw...", horizontal[rows], row_weights).astype(np.float32)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Float pixel values in [0, 255] rounded to the nearest uint8 (storage)."""
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
 def resize_frame(frame: np.ndarray, size: int) -> np.ndarray:
