@@ -263,9 +263,9 @@ def build_plan(params: Params, assumptions: Assumptions, root: Path = Path("."))
 
 
 def stage1_job_name(run: pipeline.Run) -> str:
-    """Which stage-one job a run's stage two continues (one per run until pipeline shares
-    stage one between the variants of one objective)."""
-    return f"{run.dataset}/{run.backbone}/{run.variant}/seed{run.seed}"
+    """Which stage-one job a run's stage two continues: one per objective, shared by the
+    variants that train it (seemore/pipeline.py)."""
+    return str(run.stage_one.directory)
 
 
 def test_geometry(geometry: ClipGeometry, data: object) -> ClipGeometry:

@@ -137,6 +137,14 @@ def test_recipes_are_data_and_compose_into_presets() -> None:
             lambda r: r["models"]["kth"]["tau"].update(mlp_ratio=-math.inf),
             "models.kth.tau.mlp_ratio = -inf: expected a finite number",
         ),
+        (
+            lambda r: TRAIN(r)["stage2"].update(lr_schedule={"kind": "onecycle"}),
+            "training.moving_mnist.stage2.lr_schedule.kind = 'onecycle': LMA learns",
+        ),
+        (
+            lambda r: TRAIN(r)["stage1"].update(lr_schedule={"kind": "cosine"}),
+            "set steps_per_epoch",
+        ),
         # Sizes that cannot fit in memory or on disk, refused before any work starts.
         (
             lambda r: r["data"]["kth"].update(image_size=32768),

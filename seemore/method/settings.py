@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from seemore.schema import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Section
 
@@ -36,6 +36,28 @@ class ScheduledSamplingConfig(Section):
     sampling_stop_iter: PositiveInt = 50000
 
 
+class LRScheduleConfig(Section):
+    """`training.<dataset>.stage<k>.lr_schedule`: the lr over a stage's Adam updates, built
+    from torch.optim.lr_scheduler (seemore/schedules.py). LMA's stage two learns its rates,
+    so meta-adapted variants take `constant` there."""
+
+    kind: Literal["constant", "onecycle", "cosine"] = "constant"
+    # onecycle: OneCycleLR peaking at the stage lr, ending at its start / final_div_factor.
+    final_div_factor: PositiveFloat = 1e4
+    # cosine: stepped every `steps_per_epoch` updates; linear warm-up from `warmup_lr` over
+    # `warmup_epochs`, then cosine annealing to `min_lr`.
+    steps_per_epoch: PositiveInt | None = None
+    warmup_epochs: NonNegativeInt = 0
+    warmup_lr: PositiveFloat = 1e-5
+    min_lr: NonNegativeFloat = 1e-6
+
+    @model_validator(mode="after")
+    def _epochs_known(self) -> LRScheduleConfig:
+        if self.kind == "cosine" and self.steps_per_epoch is None:
+            raise ValueError("kind 'cosine' steps per epoch: set steps_per_epoch")
+        return self
+
+
 class StageConfig(Section):
     """`training.<dataset>.stage1` / `.stage2`: one stage's length, lr and schedules."""
 
@@ -43,6 +65,7 @@ class StageConfig(Section):
     lr: PositiveFloat
     # Each stage has its own schedule (the authors restart it in stage two with other constants).
     scheduled_sampling: ScheduledSamplingConfig
+    lr_schedule: LRScheduleConfig = LRScheduleConfig()
     # Score the validation split every this many iterations (null: never; `best` is then `last`).
     eval_every: PositiveInt | None = None
 

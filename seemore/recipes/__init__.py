@@ -111,7 +111,7 @@ def preset_text(name: str) -> str:
     header = (
         f"# Written by `seemore use-preset {name}` from seemore/presets/{name}.yaml and the\n"
         f"# recipes {recipes} (seemore/recipes/). This file is the single source of truth:\n"
-        "# edit it freely; switch presets with `make paper` / `make openstl` / `make embedded`.\n"
+        "# edit it freely; switch presets with `make paper` / `make embedded`.\n"
     )
     text = io.StringIO()
     yaml.safe_dump(params, text, sort_keys=False, default_flow_style=None, width=200)
