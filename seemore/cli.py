@@ -286,8 +286,17 @@ def cmd_check(args: argparse.Namespace, params: Params) -> None:
     print(f"{args.params}: valid; {count} runs")
 
 
-def cmd_plan(args: argparse.Namespace, params: Params) -> None:
+def cmd_plan(args: argparse.Namespace) -> None:
     from seemore.plan import REFERENCE_GPUS, Assumptions, build_plan, format_plan
+
+    if args.preset is None:
+        params, source = load_params(args.params), str(args.params)
+    else:
+        from seemore.config import validate_params
+        from seemore.recipes import compose_preset
+
+        source = f"preset {args.preset} ({preset_path(args.preset)})"
+        params = validate_params(compose_preset(args.preset), source)
 
     assumptions = Assumptions(
         gpu=REFERENCE_GPUS[args.gpu],
@@ -295,7 +304,7 @@ def cmd_plan(args: argparse.Namespace, params: Params) -> None:
         cpu_flops_per_core=args.cpu_gflops * 1e9,
     )
     plan = build_plan(params, assumptions)
-    print(format_plan(plan, str(args.params), params.experiment.preset))
+    print(format_plan(plan, source, params.experiment.preset))
 
 
 # --- parser -------------------------------------------------------------------------------
@@ -332,6 +341,12 @@ def protocol_descriptions() -> list[tuple[str, str]]:
     return entries
 
 
+def recipe_descriptions() -> list[tuple[str, str]]:
+    from seemore.recipes import load_recipe, recipe_names
+
+    return [(name, str(load_recipe(name)["title"])) for name in recipe_names()]
+
+
 def catalogue() -> str:
     """Every registered name with its one-line description, for the help texts."""
     sections = [
@@ -339,6 +354,7 @@ def catalogue() -> str:
         for concept, registry in _registries().items()
     ]
     sections.insert(1, ("protocols (data.<dataset>.protocol)", protocol_descriptions()))
+    sections.append(("recipes (training.<dataset>.recipe)", recipe_descriptions()))
     sections.append(("presets (seemore use-preset NAME)", preset_descriptions()))
     lines = []
     for title, entries in sections:
@@ -467,7 +483,12 @@ def build_parser() -> argparse.ArgumentParser:
     preset.add_argument("name", choices=[name for name, _ in preset_descriptions()])
 
     plan = command(
-        "plan", cmd_plan, True, "jobs, FLOPs, GPU/CPU hours and disk of params.yaml, before a run"
+        "plan", cmd_plan, False, "jobs, FLOPs, GPU/CPU hours and disk of params.yaml, before a run"
+    )
+    plan.add_argument(
+        "--preset",
+        choices=[name for name, _ in preset_descriptions()],
+        help="plan this preset instead of params.yaml (nothing is written)",
     )
     plan.add_argument(
         "--gpu", choices=sorted(REFERENCE_GPUS), default="h100-sxm", help="reference GPU"

@@ -121,7 +121,9 @@ def _yaml_loader() -> type[yaml.SafeLoader]:
                 key = self.construct_object(key_node, deep=True)
                 if key in seen:
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"key {key!r} is given twice in one mapping; keep one",
+                        None,
+                        None,
+                        f"key {key!r} is given twice in one mapping; keep one",
                         key_node.start_mark,
                     )
                 seen.add(key)
