@@ -341,9 +341,9 @@ def train_stage(
                 logs = updater.step(clip, mask)
                 if job.training.reverse_input:
                     logs["loss_reversed_input"] = updater.step(clip.flip(1), mask)["loss"]
-                log.record({"stage": stage, "step": global_step}, logs)
                 done += 1
                 logs.update(validation.after_step(done, global_step, objective.forward_network))
+                log.record({"stage": stage, "step": global_step}, logs)
                 bar.update()
                 save = done < steps and (done % job.checkpoint_every == 0 or bool(stop))
                 if save or done % job.log_every == 0 or done == steps:
