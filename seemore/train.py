@@ -148,6 +148,7 @@ def train_stage(
         stage_config.steps,
         job.training.batch_size,
         job.device,
+        score_last=stage == 2,
     )
     objective.train()
     started = time.perf_counter()
