@@ -27,11 +27,19 @@ from method_setup import (
 
 from seemore.backbones import Backbone
 from seemore.backbones.profile import count_parameters
-from seemore.method.settings import MethodConfig, ScheduledSamplingConfig, StageConfig
+from seemore.method.settings import (
+    MethodConfig,
+    ScheduledSamplingConfig,
+    StageTwoConfig,
+    TrainingConfig,
+)
 from seemore.method.variants import VARIANTS, build_objective, build_updater
 
 METHOD = MethodConfig()
-STAGE = StageConfig(steps=2, lr=METHOD.lma.a_max, scheduled_sampling=ScheduledSamplingConfig())
+STAGE = StageTwoConfig(steps=2, lr=METHOD.lma.a_max, scheduled_sampling=ScheduledSamplingConfig())
+TRAINING = TrainingConfig(
+    batch_size=1, reverse_input=False, grad_clip=None, stage1=STAGE, stage2=STAGE
+)
 
 
 def seemore_network(make_network: Callable[[], Backbone], clip: torch.Tensor) -> Backbone:
@@ -39,7 +47,7 @@ def seemore_network(make_network: Callable[[], Backbone], clip: torch.Tensor) ->
     objective = build_objective(variant, make_network, METHOD)
     mask = torch.ones(clip.shape[0], clip.shape[1] - 2, device=clip.device)
     for stage in (1, 2):
-        updater = build_updater(variant, stage, objective, STAGE, METHOD, nullcontext, None)
+        updater = build_updater(variant, stage, objective, TRAINING, METHOD, nullcontext)
         for _ in range(STAGE.steps):
             updater.step(clip, mask)
     return objective.forward_network

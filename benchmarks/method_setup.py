@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from seemore.backbones import Backbone, build_backbone
-from seemore.config import load_params, preset_path
+from seemore.config import load_params
 from seemore.data import DATASETS
 from seemore.data.base import atomic_write_bytes
 
@@ -24,7 +24,7 @@ BENCHMARKS_DIR = Path(__file__).resolve().parent
 
 def arguments(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--params", type=Path, default=preset_path("embedded"))
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--dataset", default="moving_mnist")
     parser.add_argument("--backbone", default="predrnn_v2")
     parser.add_argument("--batch-size", type=int, default=4)

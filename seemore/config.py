@@ -18,16 +18,16 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from seemore.backbones import BACKBONES
-from seemore.data import DATASETS
 from seemore.method.settings import (
     BDNConfig,
     LMAConfig,
+    LRScheduleConfig,
     MethodConfig,
     ScheduledSamplingConfig,
     StageConfig,
+    StageTwoConfig,
+    TrainingConfig,
 )
-from seemore.method.variants import VARIANTS
 from seemore.schema import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Section
 
 PRESETS_DIR = Path(__file__).parent / "presets"
@@ -38,6 +38,7 @@ __all__ = [
     "EvaluationConfig",
     "ExperimentConfig",
     "LMAConfig",
+    "LRScheduleConfig",
     "MethodConfig",
     "NonNegativeFloat",
     "NonNegativeInt",
@@ -47,8 +48,10 @@ __all__ = [
     "ScheduledSamplingConfig",
     "Section",
     "StageConfig",
+    "StageTwoConfig",
     "TrainingConfig",
     "load_params",
+    "load_yaml",
     "preset_path",
     "section_hash",
     "validate_params",
@@ -67,24 +70,16 @@ class ExperimentConfig(Section):
     variants: list[str] = Field(min_length=1)
     seeds: list[NonNegativeInt] = Field(min_length=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-
-
-class TrainingConfig(Section):
-    """`training.<dataset>`: how every run on one dataset is trained."""
-
-    # The recipe this section reproduces (seemore/recipes/<name>.yaml), or "custom".
-    recipe: str = "custom"
-    # Keys without defaults are those DVC stages list as params: DVC needs them in the file.
-    batch_size: PositiveInt
-    # PredRNN-V2's augmentation: each iteration also takes a step on the time-reversed batch.
-    reverse_input: bool
-    # Max gradient norm, or null for none.
-    grad_clip: PositiveFloat | None
-    stage1: StageConfig
-    stage2: StageConfig
+    # GPU jobs at once per GPU, each pinned to its own device (seemore/devices.py).
+    jobs_per_gpu: PositiveInt = 1
+    # GPUs one training run uses: > 1 trains with DDP under torchrun (seemore/distributed.py).
+    gpus_per_run: PositiveInt = 1
 
 
 class EvaluationConfig(Section):
+    # Which checkpoint `evaluate` scores: `best` (lowest validation MSE during stage two) or
+    # `last`. Choosing on the test split is not offered.
+    checkpoint: Literal["best", "last"] = "best"
     batch_size: PositiveInt = 16
     lpips: bool = True
     samples: NonNegativeInt = 4
@@ -120,7 +115,9 @@ def _yaml_loader() -> type[yaml.SafeLoader]:
                 key = self.construct_object(key_node, deep=True)
                 if key in seen:
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"key {key!r} is given twice in one mapping; keep one",
+                        None,
+                        None,
+                        f"key {key!r} is given twice in one mapping; keep one",
                         key_node.start_mark,
                     )
                 seen.add(key)
@@ -205,6 +202,8 @@ MAX_SPLIT_BYTES = 2**40
 
 
 def _size_problems(name: str, data: Any, training: TrainingConfig) -> list[str]:
+    from seemore.data import DATASETS
+
     benchmark = DATASETS.get(name)
     geometry = benchmark.geometry(data)
     frame = geometry.channels * geometry.height * geometry.width
@@ -227,15 +226,25 @@ def _size_problems(name: str, data: Any, training: TrainingConfig) -> list[str]:
     return problems
 
 
-def validate_params(raw: Any, source: str = "params.yaml") -> Params:
-    """Validate a parsed params mapping: the top-level schema, every registered section, and
-    the rules that span sections (horizons against stored clips, patch size against frames)."""
+def validate_layout(raw: Any, source: str = "params.yaml") -> Params:
+    """The top-level schema alone (sections per dataset/backbone stay raw mappings)."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {_describe(raw)}")
     found = _non_finite(raw)
     if found is not None:
         raise ConfigError(f"{source}: {found[0]} = {found[1]}: expected a finite number")
-    params: Params = _validate(Params, raw, source, "")
+    return _validate(Params, raw, source, "")
+
+
+def validate_params(raw: Any, source: str = "params.yaml") -> Params:
+    """Validate a parsed params mapping: the top-level schema, every registered section, and
+    the rules that span sections (horizons against stored clips, patch size against frames)."""
+    # The registries import torch: only here, so planning (validate_layout) stays torch-free.
+    from seemore.backbones import BACKBONES
+    from seemore.data import DATASETS
+    from seemore.method.variants import VARIANTS
+
+    params = validate_layout(raw, source)
     experiment = params.experiment
     _check_names(source, "experiment.datasets", experiment.datasets, DATASETS.names())
     _check_names(source, "experiment.backbones", experiment.backbones, BACKBONES.names())
@@ -281,6 +290,12 @@ def validate_params(raw: Any, source: str = "params.yaml") -> Params:
     lma = params.method.lma
     for name in experiment.datasets:
         stage2 = training[name].stage2
+        if meta_adapted and stage2.lr_schedule.kind != "constant":
+            raise ConfigError(
+                f"{source}: training.{name}.stage2.lr_schedule.kind = "
+                f"{stage2.lr_schedule.kind!r}: LMA learns stage two's rates; variants "
+                "lma/seemore need 'constant' there"
+            )
         if meta_adapted and stage2.lr > lma.a_max:
             raise ConfigError(
                 f"{source}: training.{name}.stage2.lr = {stage2.lr} is above "
@@ -310,21 +325,26 @@ def validate_params(raw: Any, source: str = "params.yaml") -> Params:
     return params.model_copy(update={"data": data, "models": models, "training": training})
 
 
-def load_params(path: str | Path) -> Params:
+def load_yaml(path: str | Path) -> Any:
+    """Parse a YAML file we read (params, presets, recipes): safe types only, a key given twice
+    refused, errors as one line naming the file and the place."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as error:
         raise ConfigError(f"{path}: cannot read params file: {error.strerror}") from None
     try:
-        raw = yaml.load(text, Loader=_yaml_loader())
+        return yaml.load(text, Loader=_yaml_loader())
     except yaml.YAMLError as error:
         # One line: where, then what (PyYAML's own text spans several lines).
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(error, "problem", None) or str(error)
         raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
-    return validate_params(raw, str(path))
+
+
+def load_params(path: str | Path) -> Params:
+    return validate_params(load_yaml(path), str(path))
 
 
 def section_hash(*sections: Any) -> str:

@@ -28,6 +28,7 @@ from seemore.backbones.profile import (
 )
 from seemore.config import Params, TrainingConfig
 from seemore.data import DATASETS
+from seemore.method.lma import is_meta_update
 from seemore.method.settings import LMAConfig, MethodConfig
 from seemore.method.variants import VARIANTS, Variant, build_objective
 
@@ -53,7 +54,7 @@ REFERENCE_GPUS = {
 DEFAULT_GPU_UTILISATION = 0.10
 # Measured on this project's 2-core CPU machine: FLOPs of the embedded default's training
 # steps over their wall time, one torch thread per job (benchmarks/plan_check.md).
-DEFAULT_CPU_FLOPS_PER_CORE = 10e9
+DEFAULT_CPU_FLOPS_PER_CORE = 15e9
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,10 @@ class StagePlan:
     updates: int  # updater steps: iterations, twice as many with reverse_input
     meta_steps: int  # LMA meta steps among the updates: one more pass each (the lookahead)
     cost: PassCost
+    scorings: int  # validation scorings: every eval_every iterations and at the last
+    # Their FLOPs: scorings x validation clips x one forward; None when the clip count is
+    # unknown before preparing (real data cut into windows), then not counted.
+    validation_flops: int | None
 
     @property
     def passes(self) -> int:
@@ -85,7 +90,7 @@ class StagePlan:
 
     @property
     def flops(self) -> int:
-        return self.passes * self.cost.flops
+        return self.passes * self.cost.flops + (self.validation_flops or 0)
 
     @property
     def checkpoint_bytes(self) -> int:
@@ -136,14 +141,20 @@ class Plan:
 
 def stage_updates(steps: int, training: TrainingConfig) -> int:
     """Updater steps of a stage: reverse_input takes a second step on the reversed batch."""
-    return steps * (2 if training.reverse_input else 1)
+    return steps * training.updates_per_iteration
 
 
-def lma_meta_steps(updates: int, lma: LMAConfig) -> int:
-    """How many of a stage's first `updates` updater steps are meta steps: the first
-    `meta_steps` of every `cycle` (seemore.method.lma.LMAUpdater.is_meta_step)."""
-    cycles, rest = divmod(updates, lma.cycle)
-    return cycles * lma.meta_steps + min(rest, lma.meta_steps)
+def lma_meta_steps(updates: int, lma: LMAConfig, updates_per_iteration: int) -> int:
+    """How many of stage two's `updates` are LMA meta steps, by LMA's own rule."""
+    return sum(is_meta_update(lma, update, updates_per_iteration) for update in range(updates))
+
+
+def validation_scorings(steps: int, eval_every: int | None) -> int:
+    """How often a stage scores the validation split: after every `eval_every`-th iteration
+    and after its last (seemore.validation.Validation.due)."""
+    if eval_every is None:
+        return 1
+    return steps // eval_every + (1 if steps % eval_every else 0)
 
 
 def objective_name(variant: Variant) -> str:
@@ -191,11 +202,21 @@ def rule_jobs(params: Params) -> dict[str, int]:
     }
 
 
+def planned_data_bytes(params: Params) -> dict[str, int | None]:
+    """Bytes each dataset's preparation will store (None: only the real files tell)."""
+    return {
+        name: DATASETS.get(name).planned_bytes(params.data[name])
+        for name in params.experiment.datasets
+    }
+
+
 def build_plan(params: Params, assumptions: Assumptions, root: Path = Path(".")) -> Plan:
     """The plan of `params`; `root` is the working directory whose data/ is measured."""
     method = params.method
     passes: dict[tuple[str, str, str], PassCost] = {}
     inference: dict[tuple[str, str], tuple[int, int]] = {}
+    # One forward of a validation clip (the training horizon).
+    validation: dict[tuple[str, str], int] = {}
     stage1_jobs: dict[str, StagePlan] = {}
     run_plans = []
     for run in pipeline.runs(params):
@@ -213,17 +234,26 @@ def build_plan(params: Params, assumptions: Assumptions, root: Path = Path("."))
                 BACKBONES.get(run.backbone), config, test_geometry(geometry, data)
             )
             inference[key[:2]] = count_parameters(network), count_flops(network)
-        stage1 = StagePlan(1, stage_updates(training.stage1.steps, training), 0, passes[key])
-        updates2 = stage_updates(training.stage2.steps, training)
-        meta = lma_meta_steps(updates2, method.lma) if variant.meta_adapted else 0
-        stage2 = StagePlan(2, updates2, meta, passes[key])
+            validation[key[:2]] = count_flops(
+                build_on_meta(BACKBONES.get(run.backbone), config, geometry)
+            )
+        val_clips = DATASETS.get(run.dataset).planned_val_clips(data)
+        stages = []
+        for stage, stage_config in ((1, training.stage1), (2, training.stage2)):
+            updates = stage_updates(stage_config.steps, training)
+            meta = 0
+            if stage == 2 and variant.meta_adapted:
+                meta = lma_meta_steps(updates, method.lma, training.updates_per_iteration)
+            scorings = validation_scorings(stage_config.steps, stage_config.eval_every)
+            val_flops = None
+            if val_clips is not None:
+                val_flops = scorings * val_clips * validation[key[:2]]
+            stages.append(StagePlan(stage, updates, meta, passes[key], scorings, val_flops))
+        stage1, stage2 = stages
         job = stage1_job_name(run)
         stage1_jobs.setdefault(job, stage1)
         run_plans.append(RunPlan(run, *inference[key[:2]], job, stage1, stage2))
-    data_bytes = {
-        name: DATASETS.get(name).planned_bytes(params.data[name])
-        for name in params.experiment.datasets
-    }
+    data_bytes = planned_data_bytes(params)
     data_on_disk = {}
     for name in params.experiment.datasets:
         folders = [root / pipeline.prepared_dir(name), root / pipeline.raw_dir(name)]
@@ -233,9 +263,9 @@ def build_plan(params: Params, assumptions: Assumptions, root: Path = Path("."))
 
 
 def stage1_job_name(run: pipeline.Run) -> str:
-    """Which stage-one job a run's stage two continues (one per run until pipeline shares
-    stage one between the variants of one objective)."""
-    return f"{run.dataset}/{run.backbone}/{run.variant}/seed{run.seed}"
+    """Which stage-one job a run's stage two continues: one per objective, shared by the
+    variants that train it (seemore/pipeline.py)."""
+    return str(run.stage_one.directory)
 
 
 def test_geometry(geometry: ClipGeometry, data: object) -> ClipGeometry:
@@ -260,6 +290,8 @@ def si(value: float, unit: str) -> str:
 
 
 def hours(value: float) -> str:
+    if value < 1 / 3600:
+        return "< 1 s"
     if value < 1 / 60:
         return f"{value * 3600:.0f} s"
     if value < 1:
@@ -267,6 +299,12 @@ def hours(value: float) -> str:
     if value < 48:
         return f"{value:.1f} h"
     return f"{value:.0f} h ({value / 24:.1f} days)"
+
+
+def stage_cell(stage: StagePlan) -> str:
+    """Passes, LMA meta steps among them, validation scorings."""
+    meta = f", {stage.meta_steps:,} meta" if stage.meta_steps else ""
+    return f"{stage.passes:,}{meta}, {stage.scorings:,} val"
 
 
 def format_plan(plan: Plan, source: str, preset: str) -> str:
@@ -277,7 +315,11 @@ def format_plan(plan: Plan, source: str, preset: str) -> str:
         lines.append(f"  {rule:<{width}}  {count:>5}")
     lines.append(f"  {'total':<{width}}  {sum(plan.jobs.values()):>5}")
 
-    lines += ["", "training passes (one pass = forward + backward of the objective on a batch)"]
+    lines += [
+        "",
+        "training passes (one pass = forward + backward of the objective on a batch; val ="
+        " validation scorings)",
+    ]
     header = ("run", "params", "stage 1 passes", "stage 2 passes", "FLOP/pass", "run FLOP")
     rows = []
     for rp in plan.runs:
@@ -285,9 +327,8 @@ def format_plan(plan: Plan, source: str, preset: str) -> str:
             (
                 f"{rp.run.dataset}/{rp.run.backbone}/{rp.run.variant}/seed{rp.run.seed}",
                 si(rp.parameters, ""),
-                f"{rp.stage1.passes:,}",
-                f"{rp.stage2.passes:,}"
-                + (f" ({rp.stage2.meta_steps:,} meta)" if rp.stage2.meta_steps else ""),
+                stage_cell(rp.stage1),
+                stage_cell(rp.stage2),
                 si(rp.stage1.cost.flops, "FLOP"),
                 si(rp.stage1.flops + rp.stage2.flops, "FLOP"),
             )
@@ -342,6 +383,8 @@ def format_plan(plan: Plan, source: str, preset: str) -> str:
         "distillation (+ backtracking for clip-wise backbones)",
         "an LMA meta step is two passes (its gradient and the lookahead's), a task step one; "
         "reverse_input doubles the updates of every iteration",
+        "validation while training is counted where the clip count is known before "
+        "preparing (stand-ins, generated clips): scorings x clips x one forward",
         "evaluation is not counted; one test clip's inference forward: " + ", ".join(inference),
         f"GPU utilisation {a.gpu_utilisation:.0%} is stated, not measured "
         "(--gpu-utilisation to change it)",

@@ -23,12 +23,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from seemore import distributed
 from seemore.backbones import Backbone, BackboneConfig, BackboneKind, ClipGeometry, build_backbone
 from seemore.config import MethodConfig, TrainingConfig
 from seemore.data import DataConfig
 from seemore.data.base import Benchmark, atomic_write_bytes, to_unit_float
-from seemore.method.sampling import sampling_mask
+from seemore.method.sampling import sampling_mask, schedule_iteration
 from seemore.method.variants import Variant, build_objective, build_updater
+from seemore.validation import Validation, model_file
 
 CHECKPOINT_FORMAT = 1
 
@@ -100,10 +102,13 @@ def train_stage(
     out_dir: Path,
     stage1_hash: str | None = None,
     progress: bool = True,
+    stage1_path: Path | None = None,
 ) -> Path:
     """Train one stage and write `stage<k>.pt` (stage two also `model.pt`, `train_log.csv`).
 
-    Stage two refuses a stage-one checkpoint whose params hash is not `stage1_hash`.
+    Stage two starts from `stage1_path` (default `out_dir/stage1.pt`; the pipeline shares one
+    stage one between the variants of an objective) and refuses a stage-one checkpoint whose
+    params hash is not `stage1_hash`.
     """
     if stage not in (1, 2):
         raise ValueError(f"stage must be 1 or 2, got {stage}")
@@ -111,16 +116,21 @@ def train_stage(
     if job.device.type == "cpu":
         torch.use_deterministic_algorithms(True)
     geometry, make_network = _network_factory(job)
-    objective = build_objective(job.variant, make_network, job.method).to(job.device)
+    distributed.init(job.device.type)
+    objective = distributed.shard(
+        build_objective(job.variant, make_network, job.method).to(job.device),
+        job.training.batch_size,
+    )
 
     history: list[dict[str, float]] = []
     previous_stats: dict[str, Any] = {}
     start_step = 0
     if stage == 2:
-        stage1 = load_checkpoint(out_dir / "stage1.pt")
+        stage1_path = stage1_path or out_dir / "stage1.pt"
+        stage1 = load_checkpoint(stage1_path)
         if stage1_hash is not None and stage1["params_hash"] != stage1_hash:
             raise ValueError(
-                f"{out_dir / 'stage1.pt'}: trained with params hash {stage1['params_hash']}, "
+                f"{stage1_path}: trained with params hash {stage1['params_hash']}, "
                 f"but the current params give {stage1_hash}; re-run stage one"
             )
         objective.load_state_dict(stage1["objective"])
@@ -130,9 +140,7 @@ def train_stage(
 
     stage_config = job.training.stage1 if stage == 1 else job.training.stage2
     autocast = autocast_for(job.device)
-    updater = build_updater(
-        job.variant, stage, objective, stage_config, job.method, autocast, job.training.grad_clip
-    )
+    updater = build_updater(job.variant, stage, objective, job.training, job.method, autocast)
     if stage == 2:
         updater.resume_moments(stage1["optimizer"])
     # Separate, seeded streams: which clips are drawn, and which frames are sampled true.
@@ -142,6 +150,14 @@ def train_stage(
     step_wise = objective.forward_network.kind is BackboneKind.STEP_WISE
     total = geometry.total_frames
 
+    validation = Validation(
+        job.benchmark.val_clips(job.data, prepared_dir),
+        geometry.input_frames,
+        stage_config.eval_every,
+        stage_config.steps,
+        job.training.batch_size,
+        job.device,
+    )
     objective.train()
     started = time.perf_counter()
     bar = tqdm(
@@ -158,7 +174,7 @@ def train_stage(
             mask = torch.from_numpy(
                 sampling_mask(
                     stage_config.scheduled_sampling,
-                    global_step,
+                    schedule_iteration(stage_config.scheduled_sampling, global_step, start_step),
                     clip.shape[0],
                     geometry.input_frames,
                     total,
@@ -169,6 +185,7 @@ def train_stage(
         if job.training.reverse_input:
             reversed_logs = updater.step(clip.flip(1), mask)
             logs["loss_reversed_input"] = reversed_logs["loss"]
+        logs.update(validation.after_step(step + 1, global_step, objective.forward_network))
         history.append({"stage": stage, "step": global_step, **logs})
         if step % 10 == 0:
             bar.set_postfix(loss=f"{logs['loss']:.4f}")
@@ -200,15 +217,30 @@ def train_stage(
     path = out_dir / f"stage{stage}.pt"
     save_atomic(checkpoint, path)
     if stage == 2:
-        save_inference_model(objective.forward_network, job, stats, out_dir / "model.pt")
+        last = start_step + stage_config.steps - 1
+        network = objective.forward_network
+        for selected, step, state in (
+            ("last", last, None),
+            ("best", validation.best_step, validation.best_state),
+        ):
+            if state is not None:
+                network.load_state_dict(state)
+            selection = {"selected": selected, "step": step, "recipe": job.training.recipe}
+            save_inference_model(network, job, stats, out_dir / model_file(selected), selection)
         write_train_log(history, out_dir / "train_log.csv")
     return path
 
 
 def save_inference_model(
-    network: Backbone, job: TrainJob, stats: dict[str, Any], path: Path
+    network: Backbone,
+    job: TrainJob,
+    stats: dict[str, Any],
+    path: Path,
+    selection: dict[str, Any] | None = None,
 ) -> None:
-    """The forward network alone; `load_inference_model` loads it into the plain backbone."""
+    """The forward network alone; `load_inference_model` loads it into the plain backbone.
+    `selection` (recorded as is): `selected` (`last`, or `best` on validation MSE), `step`
+    (the run step whose weights it holds), `recipe` (the recipe it was trained by)."""
     save_atomic(
         {
             "format": CHECKPOINT_FORMAT,
@@ -220,6 +252,7 @@ def save_inference_model(
             "variant": job.variant_name,
             "seed": job.seed,
             "stats": stats,
+            **(selection or {}),
         },
         path,
     )

@@ -3,13 +3,11 @@ engineers' and CI runs stay predictable on 2 cores."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -19,5 +17,6 @@ torch.set_num_threads(1)
 @pytest.fixture
 def embedded_raw() -> dict[str, Any]:
     """The embedded preset as a plain mapping, to mutate in tests."""
-    text = (REPO / "seemore" / "presets" / "embedded.yaml").read_text()
-    return copy.deepcopy(yaml.safe_load(text))
+    from seemore.recipes import compose_preset
+
+    return compose_preset("embedded")

@@ -93,6 +93,14 @@ def test_help_lists_every_registered_name_with_its_description(
             description = registry.get(name).description
             assert description and "\n" not in description
             assert any(line.split() == [name, *description.split()] for line in lines), name
+    for dataset in DATASETS:
+        benchmark = DATASETS.get(dataset)
+        for protocol in benchmark.protocols:
+            reference = benchmark.protocols.get(protocol).reference
+            label = f"{dataset}/{protocol}"
+            assert any(
+                line.split()[:1] == [label] and line.endswith(reference) for line in lines
+            ), label
     for preset in ("embedded", "paper"):
         assert any(line.split()[:1] == [preset] and len(line.split()) > 3 for line in lines)
     assert "--params FILE" in "\n".join(lines) and "--debug" in "\n".join(lines)
@@ -225,7 +233,7 @@ def test_a_truncated_checkpoint_is_one_line(
 ) -> None:
     params = _write(tmp_path, embedded_raw)
     monkeypatch.chdir(tmp_path)
-    stage1 = Path("results/moving_mnist/predrnn_v2/baseline/seed0/stage1.pt")
+    stage1 = Path("results/moving_mnist/predrnn_v2/stage1/plain/seed0/stage1.pt")
     stage1.parent.mkdir(parents=True)
     torch.save({"format": 1, "objective": {"w": torch.zeros(1000)}}, stage1)
     whole = stage1.read_bytes()
@@ -270,15 +278,16 @@ def test_the_paper_preset_offline_says_so_in_one_line(
     import urllib.error
     import urllib.request
 
-    from seemore.config import preset_path
+    from seemore.recipes import preset_text
 
     def offline(*args: Any, **kwargs: Any) -> None:
         raise urllib.error.URLError(OSError(-3, "Temporary failure in name resolution"))
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     monkeypatch.chdir(tmp_path)
-    paper = str(preset_path("paper"))
-    assert main(["prepare", "--dataset", "moving_mnist", "--params", paper]) != 0
+    paper = tmp_path / "params.yaml"
+    paper.write_text(preset_text("paper"))
+    assert main(["prepare", "--dataset", "kth", "--params", str(paper)]) != 0
     err = capsys.readouterr().err
     assert err.startswith("seemore prepare: error: ") and err.count("\n") == 1
     assert "Temporary failure in name resolution" in err

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from seemore.cli import main
-from seemore.config import ConfigError, load_params, preset_path, validate_params
+from seemore.config import ConfigError, load_params, validate_params
+from seemore.recipes import compose, compose_preset, preset_text, recipe_names
 
 
 def TRAIN(raw: dict[str, Any]) -> dict[str, Any]:
@@ -27,39 +28,67 @@ def refused(raw: dict[str, Any]) -> str:
 
 def test_presets_are_valid() -> None:
     for name in ("embedded", "paper"):
-        params = load_params(preset_path(name))
+        params = validate_params(compose_preset(name))
         assert params.experiment.preset == name
 
 
-def test_embedded_is_the_default(embedded_raw: dict[str, Any]) -> None:
-    repo_params = yaml.safe_load((Path(__file__).parent.parent / "params.yaml").read_text())
-    assert repo_params == embedded_raw
+def test_embedded_is_the_default() -> None:
+    assert (Path(__file__).parent.parent / "params.yaml").read_text() == preset_text("embedded")
 
 
-def test_paper_preset_matches_the_authors_scripts() -> None:
-    params = load_params(preset_path("paper"))
-    model = params.models["moving_mnist"]["predrnn_v2"]
+def test_paper_preset_is_the_authors_recipe() -> None:
+    params = validate_params(compose_preset("paper"))
     assert params.experiment.backbones == ["predrnn_v2"]
-    assert params.experiment.datasets[0] == "moving_mnist"
-    assert params.data["moving_mnist"].source == "download"
-    assert params.data["moving_mnist"].image_size == 64
-    assert (model.patch_size, model.num_hidden, model.filter_size) == (4, [128] * 4, 5)
-    training = params.training["moving_mnist"]
-    assert training.recipe == "seemore_authors"
-    assert training.batch_size == 8
-    assert (training.stage1.lr, training.stage1.steps, training.stage2.steps) == (
-        1e-4,
-        80000,
-        10000,
+    assert params.experiment.datasets == ["moving_mnist", "kth"]
+    assert params.experiment.variants == ["baseline", "bdn", "lma", "seemore"]
+    mnist, kth = params.data["moving_mnist"], params.data["kth"]
+    assert (mnist.source, mnist.protocol, mnist.image_size) == ("local", "predrnn", 64)
+    assert kth.protocol == "predrnn"
+    assert (kth.image_size, kth.input_frames, kth.output_frames, kth.output_frames_test) == (
+        128, 10, 10, 20
     )
-    sampling = training.stage1.scheduled_sampling
-    assert (sampling.mode, sampling.r_sampling_step_1, sampling.r_sampling_step_2) == (
-        "reverse",
-        25000,
-        50000,
+    # (batch, decouple_beta, stage-one s1/s2/alpha, stage-two s1/s2/alpha) per the scripts.
+    expected = {
+        "moving_mnist": (8, 0.1, (35000, 70000, 2500.0), (5000, 10000, 2500.0)),
+        "kth": (4, 0.01, (5000, 50000, 2000.0), (5000, 10000, 2000.0)),
+    }
+    for dataset, (batch, beta, stage1, stage2) in expected.items():
+        training = params.training[dataset]
+        model = params.models[dataset]["predrnn_v2"]
+        assert training.recipe == "seemore_authors"
+        assert (model.patch_size, model.num_hidden, model.filter_size) == (4, [128] * 4, 5)
+        assert (model.decouple_beta, model.adapter_level, model.layer_norm) == (beta, "own", False)
+        assert (training.batch_size, training.reverse_input, training.grad_clip) == (
+            batch, True, None
+        )
+        for stage, constants in ((training.stage1, stage1), (training.stage2, stage2)):
+            sampling = stage.scheduled_sampling
+            assert sampling.mode == "reverse"
+            assert (sampling.r_sampling_step_1, sampling.r_sampling_step_2) == constants[:2]
+            assert sampling.r_exp_alpha == constants[2]
+            assert stage.lr == 1e-4
+        assert (training.stage1.steps, training.stage1.eval_every) == (80000, 2500)
+        assert (training.stage2.steps, training.stage2.eval_every) == (10000, 200)
+        assert training.stage2.scheduled_sampling.counter == "restart"
+        assert training.stage2.moments == "fresh"
+    lma = params.method.lma
+    assert (lma.cycle, lma.meta_steps, lma.cycle_unit, lma.moments) == (
+        200, 50, "iteration", "separate"
     )
-    assert sampling.r_exp_alpha == 2500.0
-    assert training.reverse_input is True
+    assert (lma.a_max, lma.order_lambda, lma.order_weight, lma.meta_lr) == (2e-4, 2.0, 10.0, 1e-7)
+    assert params.evaluation.checkpoint == "best"
+
+
+def test_recipes_are_data_and_compose_into_presets() -> None:
+    assert {"seemore_authors", "seemore_cpu"} <= set(recipe_names())
+    with pytest.raises(ConfigError, match=r"unknown recipe 'nope'; expected one of \["):
+        compose({"recipes": {"kth": "nope"}}, "p.yaml")
+    with pytest.raises(ConfigError, match=r"recipes\.taxibj = 'seemore_authors', but that recipe"):
+        compose({"recipes": {"taxibj": "seemore_authors"}}, "p.yaml")
+    with pytest.raises(ConfigError, match=r"needs 1e-07 but the preset sets 1\.0"):
+        compose({"recipes": {"kth": "seemore_authors"}, "method": {"lma": {"meta_lr": 1.0}}}, "p")
+    with pytest.raises(ConfigError, match="takes `training` and `models` from them"):
+        compose({"recipes": {"kth": "seemore_authors"}, "training": {}}, "p.yaml")
 
 
 @pytest.mark.parametrize(
@@ -107,6 +136,14 @@ def test_paper_preset_matches_the_authors_scripts() -> None:
         (
             lambda r: r["models"]["kth"]["tau"].update(mlp_ratio=-math.inf),
             "models.kth.tau.mlp_ratio = -inf: expected a finite number",
+        ),
+        (
+            lambda r: TRAIN(r)["stage2"].update(lr_schedule={"kind": "onecycle"}),
+            "training.moving_mnist.stage2.lr_schedule.kind = 'onecycle': LMA learns",
+        ),
+        (
+            lambda r: TRAIN(r)["stage1"].update(lr_schedule={"kind": "cosine"}),
+            "set steps_per_epoch",
         ),
         # Sizes that cannot fit in memory or on disk, refused before any work starts.
         (
@@ -183,6 +220,11 @@ def test_use_preset_switches_and_keeps_hand_edits(tmp_path: Path) -> None:
         main(["--params", str(target), "use-preset", "nonsense"])
     assert refused.value.code == 2
     assert load_params(target).experiment.preset == "paper"
+    # A file that is some preset's expansion is replaced without a backup.
+    (tmp_path / "params.yaml.bak").unlink()
+    assert main(["--params", str(target), "use-preset", "embedded"]) == 0
+    assert target.read_text() == preset_text("embedded")
+    assert not (tmp_path / "params.yaml.bak").exists()
 
 
 def test_each_dataset_has_its_own_training_and_model_sections(embedded_raw: dict[str, Any]) -> None:
@@ -196,7 +238,7 @@ def test_each_dataset_has_its_own_training_and_model_sections(embedded_raw: dict
 
 
 def test_files_with_a_key_given_twice_or_non_finite_values_are_refused(tmp_path: Path) -> None:
-    text = preset_path("embedded").read_text()
+    text = preset_text("embedded")
     path = tmp_path / "params.yaml"
     path.write_text("training:\n  kth:\n    batch_size: 8\n    batch_size: 4\n")
     with pytest.raises(ConfigError) as error:
@@ -205,7 +247,7 @@ def test_files_with_a_key_given_twice_or_non_finite_values_are_refused(tmp_path:
         f"{path}: not valid YAML (line 4, column 5): key 'batch_size' is given twice in one "
         "mapping; keep one"
     )
-    path.write_text(text.replace("lr: 1.0e-3\n", "lr: .inf\n", 1))
+    path.write_text(text.replace("lr: 0.001\n", "lr: .inf\n", 1))
     with pytest.raises(ConfigError, match=r"training\.moving_mnist\.stage1\.lr = inf: expected a"):
         load_params(path)
     path.write_text(text.replace("frame_weight: 1.0", "frame_weight: .nan", 1))

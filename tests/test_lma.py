@@ -5,16 +5,20 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from contextlib import nullcontext
+from typing import Any
 
 import pytest
 import torch
 from tiny_backbones import TinyClipWise, TinyConfig, TinyStepWise, geometry, moving_square_clips
 from torch.func import functional_call
 
+from seemore.backbones.base import ClipGeometry
+from seemore.backbones.predrnn_v2 import PredRNNV2, PredRNNV2Config
 from seemore.config import BDNConfig, LMAConfig
 from seemore.method.bdn import BidirectionalObjective
 from seemore.method.lma import LMAUpdater
 from seemore.method.objective import Objective, PlainObjective
+from seemore.method.updater import AdamUpdater
 
 
 def plain_step_wise(seed: int = 0) -> PlainObjective:
@@ -34,9 +38,23 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
     return clip, torch.ones(2, clip.shape[1] - 2)
 
 
-def lma(objective: Objective, lr: float = 1e-3, **config: float) -> LMAUpdater:
+def lma(
+    objective: Objective,
+    lr: float = 1e-3,
+    updates_per_iteration: int = 1,
+    resume: bool = True,
+    **config: Any,
+) -> LMAUpdater:
     config.setdefault("a_max", 2e-3)
-    return LMAUpdater(objective, lr, LMAConfig(**config), nullcontext, None)
+    return LMAUpdater(
+        objective,
+        lr,
+        LMAConfig(**config),
+        nullcontext,
+        None,
+        updates_per_iteration=updates_per_iteration,
+        resume=resume,
+    )
 
 
 @pytest.mark.parametrize("make_objective", [plain_step_wise, bdn_clip_wise])
@@ -199,3 +217,122 @@ def test_refuses_parameters_outside_every_level() -> None:
     objective = PlainObjective(HeadlessLevels(TinyConfig(), geometry()))
     with pytest.raises(ValueError, match=r"in no level.*networks\.f\.head\.weight"):
         lma(objective)
+
+
+# --- Options of the reference recipes (docs/recipes.md): cycle unit, moments, adapter level.
+
+
+@pytest.mark.parametrize(
+    ("unit", "expected"),
+    [
+        # Iterations 1..6 with two updates each (reverse_input): meta when i mod 4 < 2, i.e.
+        # i = 1, 4, 5; both updates of an iteration are of its kind.
+        ("iteration", [1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0]),
+        # Updates 0..11 counted one by one: meta when k mod 4 < 2.
+        ("update", [1, 1, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0]),
+    ],
+)
+def test_cycle_counts_iterations_or_updates(unit: str, expected: list[int]) -> None:
+    updater = lma(
+        plain_step_wise(), updates_per_iteration=2, cycle=4, meta_steps=2, cycle_unit=unit
+    )
+    clip, mask = batch()
+    flags = [updater.step(clip, mask)["meta_step"] for _ in range(12)]
+    assert flags == [float(flag) for flag in expected]
+
+
+def gradient_at(objective: Objective, clip: torch.Tensor, mask: torch.Tensor) -> dict:
+    probe = copy.deepcopy(objective)
+    probe.zero_grad()
+    probe(clip, mask).loss.backward()
+    return {name: p.grad.detach().clone() for name, p in probe.named_parameters()}
+
+
+@pytest.mark.parametrize("moments", ["separate", "shared"])
+def test_task_step_reads_its_own_or_the_shared_moments(moments: str) -> None:
+    """One meta step on batch 1, then one task step on batch 2, both at the same θ (a meta step
+    never moves θ). The task step's Adam direction, by hand (β = 0.9, 0.999, ε = 1e-8):
+    separate: the task moments saw only g2 (t = 1): u = g2 / (|g2| + ε);
+    shared: the moments saw g1 then g2 (t = 2): m = 0.09 g1 + 0.1 g2, v = 0.000999 g1² +
+    0.001 g2², u = (m / 0.19) / (sqrt(v / 0.001999) + ε)."""
+    objective = plain_step_wise()
+    updater = lma(objective, lr=1e-3, meta_lr=1e-5, cycle=2, meta_steps=1, moments=moments)
+    first, second = moving_square_clips(2, geometry(), seed=1), moving_square_clips(2, geometry())
+    mask = torch.ones(2, first.shape[1] - 2)
+    g1, g2 = gradient_at(objective, first, mask), gradient_at(objective, second, mask)
+    theta = {n: p.detach().clone() for n, p in objective.named_parameters()}
+    assert updater.step(first, mask)["meta_step"] == 1.0
+    if moments == "separate":
+        assert (updater.lookahead_adam_steps, updater.adam_steps) == (1, 0)
+        assert all(not m.any() for m in updater.exp_avg.values())  # task moments untouched
+    rates = updater.rates.detach().tolist()
+    assert updater.step(second, mask)["meta_step"] == 0.0
+    assert updater.adam_steps == (1 if moments == "separate" else 2)
+    for level, parameters in enumerate(updater.level_parameters):
+        for name, parameter in parameters.items():
+            a, b = g1[name].double(), g2[name].double()
+            if moments == "separate":
+                u = b / (b.abs() + 1e-8)
+            else:
+                m = 0.09 * a + 0.1 * b
+                v = 0.999 * 0.001 * a**2 + 0.001 * b**2
+                u = (m / (1 - 0.9**2)) / ((v / (1 - 0.999**2)).sqrt() + 1e-8)
+            expected = theta[name].double() - rates[level] * u
+            torch.testing.assert_close(parameter.double(), expected, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("moments", ["separate", "shared"])
+def test_stage_two_moments_fresh_or_resumed_from_stage_one(moments: str) -> None:
+    objective = plain_step_wise()
+    stage_one = AdamUpdater(objective, 1e-3, nullcontext, None)
+    for _ in range(3):
+        stage_one.step(*batch())
+    saved = stage_one.state_dict()
+    fresh = lma(objective, resume=False, moments=moments)
+    fresh.resume_moments(saved)
+    assert fresh.adam_steps == 0 and all(not m.any() for m in fresh.exp_avg.values())
+    resumed = lma(objective, resume=True, moments=moments)
+    resumed.resume_moments(saved)
+    first = next(iter(resumed.exp_avg))
+    index = [name for name, _ in objective.named_parameters()].index(first)
+    assert torch.equal(resumed.exp_avg[first], saved["adam"]["state"][index]["exp_avg"])
+    assert resumed.adam_steps == 3
+    if moments == "separate":  # the lookahead's set starts from stage one's too
+        assert resumed.lookahead_adam_steps == 3
+        assert torch.equal(resumed.lookahead_exp_avg[first], resumed.exp_avg[first])
+
+
+def predrnn_v2_pair(adapter_level: str) -> BidirectionalObjective:
+    torch.manual_seed(0)
+    config = PredRNNV2Config(
+        num_hidden=[4, 4], filter_size=3, patch_size=1, adapter_level=adapter_level
+    )
+    clip_geometry = ClipGeometry(1, 4, 4, 2, 2)
+    return BidirectionalObjective(
+        PredRNNV2(config, clip_geometry), PredRNNV2(config, clip_geometry), BDNConfig()
+    )
+
+
+def test_predrnn_v2_adapter_is_its_own_level_outside_the_chain_or_in_the_head() -> None:
+    # The authors': per network 0, 1 (layers), conv_last, adapter; the penalty chains
+    # layer0 < layer1 < conv_last and never reads the adapter's rate.
+    own = lma(predrnn_v2_pair("own"))
+    assert own.level_names == [
+        f"{role}.{level}" for role in "fg" for level in ("layer0", "layer1", "head", "adapter")
+    ]
+    assert own.level_chains == [[0, 1, 2], [4, 5, 6]]
+    assert list(own.level_parameters[3]) == ["networks.f.adapter.weight"]
+    assert list(own.level_parameters[2]) == ["networks.f.conv_last.weight"]
+    ordered = torch.tensor([1.0, 2.0, 4.0, 0.0, 1.0, 2.0, 4.0, 9.0], dtype=torch.float64)
+    assert float(own.ordering_penalty(ordered)) == 0.0  # adapter rates 0 and 9: no penalty
+    ordered[2] = 3.0  # conv_last below 2 x layer1 in f: relu(2·2 − 3) = 1
+    assert float(own.ordering_penalty(ordered)) == pytest.approx(10.0)
+    # seemore's: the adapter shares the head's rate, three levels per network.
+    merged = lma(predrnn_v2_pair("head"))
+    levels = ("layer0", "layer1", "head")
+    assert merged.level_names == [f"{role}.{level}" for role in "fg" for level in levels]
+    assert merged.level_chains == [[0, 1, 2], [3, 4, 5]]
+    assert sorted(merged.level_parameters[2]) == [
+        "networks.f.adapter.weight",
+        "networks.f.conv_last.weight",
+    ]

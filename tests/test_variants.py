@@ -12,12 +12,21 @@ from seemore.backbones import Backbone
 from seemore.method.bdn import BidirectionalObjective
 from seemore.method.lma import LMAUpdater
 from seemore.method.objective import PlainObjective
-from seemore.method.settings import LMAConfig, MethodConfig, ScheduledSamplingConfig, StageConfig
+from seemore.method.settings import (
+    LMAConfig,
+    MethodConfig,
+    ScheduledSamplingConfig,
+    StageTwoConfig,
+    TrainingConfig,
+)
 from seemore.method.updater import AdamUpdater
 from seemore.method.variants import VARIANTS, build_objective, build_updater
 
 METHOD = MethodConfig(lma=LMAConfig(a_max=2e-3, cycle=4, meta_steps=1))
-STAGE = StageConfig(steps=4, lr=1e-3, scheduled_sampling=ScheduledSamplingConfig())
+STAGE = StageTwoConfig(steps=4, lr=1e-3, scheduled_sampling=ScheduledSamplingConfig())
+TRAINING = TrainingConfig(
+    batch_size=2, reverse_input=False, grad_clip=None, stage1=STAGE, stage2=STAGE
+)
 
 
 def make_step_wise() -> Backbone:
@@ -39,8 +48,8 @@ def test_variant_builds_its_objective_and_updaters(
     variant = VARIANTS.get(name)
     objective = build_objective(variant, make_step_wise, METHOD)
     assert type(objective) is objective_class
-    stage_one = build_updater(variant, 1, objective, STAGE, METHOD, nullcontext, None)
-    stage_two = build_updater(variant, 2, objective, STAGE, METHOD, nullcontext, None)
+    stage_one = build_updater(variant, 1, objective, TRAINING, METHOD, nullcontext)
+    stage_two = build_updater(variant, 2, objective, TRAINING, METHOD, nullcontext)
     assert type(stage_one) is AdamUpdater
     assert type(stage_two) is stage_two_updater
 
@@ -60,7 +69,7 @@ def test_seemore_inference_network_is_a_plain_backbone(network_class: type[Backb
     seemore = VARIANTS.get("seemore")
     objective = build_objective(seemore, make_network, METHOD)
     for stage in (1, 2):
-        updater = build_updater(seemore, stage, objective, STAGE, METHOD, nullcontext, None)
+        updater = build_updater(seemore, stage, objective, TRAINING, METHOD, nullcontext)
         for _ in range(4):
             updater.step(clip, mask)
     trained = objective.forward_network

@@ -88,6 +88,10 @@ class Backbone(nn.Module):
         once: `[(level_name, [parameter names as in named_parameters()]), ...]`."""
         raise NotImplementedError
 
+    def unchained_levels(self) -> set[str]:
+        """Names of levels that LMA rates without the shallow-to-deep ordering penalty."""
+        return set()
+
     def predicted_frames(self, total_frames: int) -> slice:
         """Which frame indices of a `total_frames` clip `forward` predicts."""
         if self.kind is BackboneKind.STEP_WISE:

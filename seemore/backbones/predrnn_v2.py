@@ -12,15 +12,17 @@ Parameter names equal the reference implementation's (`cell_list.*`, `conv_last`
 so its state dicts load. `states[:, i]` is the top layer's hidden state `[num_hidden, H/p, W/p]`
 when frame i+1 is predicted (what SeeMore's reference code distils).
 
-Levels: one per ST-LSTM layer, bottom to top, then `head` = the 1x1 output conv together with
-the adapter: both are projections outside the recurrence reading the cells' outputs, and the
-adapter only shapes the decoupling regulariser, so it is kept off the depth ordering of the
-cells.
+Levels (`adapter_level`): one per ST-LSTM layer, bottom to top, then
+- `head` (seemore's): the 1x1 output conv together with the adapter: both are projections
+  outside the recurrence reading the cells' outputs, and the adapter only shapes the
+  decoupling regulariser, so it needs no rate of its own;
+- `own` (the authors'): `head` = the output conv, and `adapter` a level of its own that LMA
+  rates outside the ordering chain (six rates for four layers, as in their meta-learner).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +31,7 @@ from torch import Tensor, nn
 from seemore.backbones import BACKBONES
 from seemore.backbones.base import ClipGeometry
 from seemore.backbones.predrnn import CellUpdate, PredRNN, PredRNNConfig
+from seemore.backbones.stepwise import layer_levels, levels_by_prefix
 from seemore.schema import NonNegativeFloat
 
 
@@ -36,6 +39,8 @@ class PredRNNV2Config(PredRNNConfig):
     """decouple_beta: weight of the memory decoupling loss."""
 
     decouple_beta: NonNegativeFloat = 0.1
+    # Where LMA puts the adapter: in the head's level, or its own level outside the ordering.
+    adapter_level: Literal["head", "own"] = "head"
 
 
 @BACKBONES.register("predrnn_v2")
@@ -51,6 +56,21 @@ class PredRNNV2(PredRNN):
         super().__init__(config, geometry)
         hidden = config.num_hidden[-1]
         self.adapter = nn.Conv2d(hidden, hidden, kernel_size=1, bias=False)
+
+    def levels(self) -> list[tuple[str, list[str]]]:
+        if self.config.adapter_level == "head":
+            return super().levels()
+        return levels_by_prefix(
+            self,
+            [
+                *layer_levels("cell_list", len(self.cell_list)),
+                ("head", ["conv_last"]),
+                ("adapter", ["adapter"]),
+            ],
+        )
+
+    def unchained_levels(self) -> set[str]:
+        return {"adapter"} if self.config.adapter_level == "own" else set()
 
     def step_aux(self, updates: list[CellUpdate]) -> Tensor:
         decoupling = [self._decoupling(u.delta_cell, u.delta_memory) for u in updates]

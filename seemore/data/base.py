@@ -142,6 +142,12 @@ class Benchmark:
         return None
 
     @classmethod
+    def planned_val_clips(cls, config: DataConfig) -> int | None:
+        """Clips of the validation split (scored while training), for `seemore plan`; None
+        when only the raw files decide."""
+        return None
+
+    @classmethod
     def prepare(cls, config: DataConfig, raw_dir: Path, out_dir: Path) -> None:
         """Obtain the raw data for `config.source` (download into `raw_dir`, read
         `config.root`, or generate the stand-in) and write the prepared splits and meta.json

@@ -362,6 +362,13 @@ class MovingMNIST(Benchmark):
         return clips * CLIP_LENGTH * frame + val + digits * DIGIT_SIZE**2
 
     @classmethod
+    def planned_val_clips(cls, config: DataConfig) -> int | None:
+        assert isinstance(config, MovingMNISTConfig)
+        if config.source != "embedded" and cls.protocol_name(config) == "predrnn":
+            return None
+        return config.val_count
+
+    @classmethod
     def prepare(cls, config: DataConfig, raw_dir: Path, out_dir: Path) -> None:
         assert isinstance(config, MovingMNISTConfig)
         # A failed preparation must not leave an earlier run's outputs looking current.

@@ -84,6 +84,11 @@ class WindowedBenchmark(Benchmark):
         return sum(count * lengths[split] * frame for split, count in config.stand_in_clips.items())
 
     @classmethod
+    def planned_val_clips(cls, config: DataConfig) -> int | None:
+        assert isinstance(config, WindowedConfig)
+        return config.stand_in_clips["val"] if config.source == "embedded" else None
+
+    @classmethod
     def prepare(cls, config: DataConfig, raw_dir: Path, out_dir: Path) -> None:
         with fresh_outputs(out_dir, PREPARED_FILES):
             meta = cls.prepare_splits(config, raw_dir, out_dir)

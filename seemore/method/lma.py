@@ -1,23 +1,30 @@
 """Stage two of SeeMore: the level-specific meta-adapter (DESIGN.md §5).
 
 Every level `l` of every network (`Objective.level_groups()`) has a learning rate `a_l`,
-started at the stage's lr. Updater steps run in cycles of `cycle` steps: the first
-`meta_steps` of a cycle are meta steps, the rest task steps.
+started at the stage's lr. Steps run in cycles of `cycle`: the first `meta_steps` of a cycle
+are meta steps, the rest task steps; `cycle_unit` says whether the cycle counts iterations
+(the authors': from 1, `i mod cycle < meta_steps`, and with reverse_input both updates of an
+iteration are of its kind) or updates (from 0, each update counted).
 
 - Task step: Adam on the parameters, each level stepping with its own rate `a_l`.
 - Meta step: from the gradient at θ, the Adam direction `u` (bias-corrected, exactly what an
   Adam step would use) gives the lookahead θ' = θ − a_l·u_l per level. The rates descend
-  L(θ') + order_weight·Σ relu(order_lambda·a_l − a_{l+1}) (within each network, shallow to
-  deep) with Adam at `meta_lr`, then are clamped to [0, a_max]. As `u` does not depend on
-  `a`, dL(θ')/da_l = −⟨∇L(θ'), u_l⟩: one extra forward and backward through
-  `torch.func.functional_call`, no second-order graph, nothing backbone-specific.
-  As in the authors' code, a meta step moves only the rates, never θ.
+  L(θ') + order_weight·Σ relu(order_lambda·a_l − a_{l+1}) (within each network, along its
+  chained levels, shallow to deep) with Adam at `meta_lr`, then are clamped to [0, a_max].
+  As `u` does not depend on `a`, dL(θ')/da_l = −⟨∇L(θ'), u_l⟩: one extra forward and
+  backward through `torch.func.functional_call`, no second-order graph, nothing
+  backbone-specific. As in the authors' code, a meta step moves only the rates, never θ.
 
-One difference from the authors' code: they keep separate Adam moments for the lookahead and
-for the task steps; here one set of moments serves both (every gradient taken at θ updates
-it), which halves the optimizer memory and lets `u` be the step Adam would really take next.
-The moments start from stage one's (`resume_moments`), as the plain fine-tuning of the other
-variants does: a fresh optimizer's first direction is a sign step whose lookahead overshoots.
+Moments (`moments`): `separate`, as the authors, keeps one set of Adam moments for the
+lookahead (advanced on meta steps only, with its own step count) and one for the task steps
+(advanced on task steps only). `shared` (seemore's) advances one set with every gradient taken
+at θ: half the optimizer memory, and `u` is the step Adam would really take next. Both sets
+start from stage one's when `resume_moments` is called with resume on (`training.stage2.
+moments: resumed`, seemore's: a fresh optimizer's first direction is a sign step whose
+lookahead overshoots), else fresh, as the authors' stage two.
+
+Levels outside the ordering chain (`Objective.unchained_levels()`, e.g. PredRNN-V2's adapter
+at `adapter_level: own`, as in the authors' code) get a rate but no ordering penalty.
 """
 
 from __future__ import annotations
@@ -34,6 +41,15 @@ ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 
 
+def is_meta_update(config: LMAConfig, update: int, updates_per_iteration: int) -> bool:
+    """Whether stage two's update `update` (from 0) is a meta step; `seemore plan` counts
+    them with it too."""
+    if config.cycle_unit == "iteration":
+        iteration = update // updates_per_iteration + 1
+        return iteration % config.cycle < config.meta_steps
+    return update % config.cycle < config.meta_steps
+
+
 class LMAUpdater(Updater):
     def __init__(
         self,
@@ -42,8 +58,12 @@ class LMAUpdater(Updater):
         config: LMAConfig,
         autocast: Autocast,
         grad_clip: float | None,
+        updates_per_iteration: int = 1,
+        resume: bool = True,
     ) -> None:
         super().__init__(objective, autocast, grad_clip)
+        self.updates_per_iteration = updates_per_iteration
+        self.resume = resume
         if not 0 < lr <= config.a_max:
             raise ValueError(
                 f"LMA starts every rate at training.stage2.lr = {lr}, which must lie in "
@@ -63,6 +83,7 @@ class LMAUpdater(Updater):
         named = dict(objective.named_parameters())
         trainable = {n: p for n, p in named.items() if p.requires_grad}
         seen: set[str] = set()
+        unchained = objective.unchained_levels()
         for network_levels in objective.level_groups():
             chain = []
             for level_name, names in network_levels:
@@ -74,7 +95,8 @@ class LMAUpdater(Updater):
                         f"({unknown}) or already in another level ({sorted(repeated)})"
                     )
                 seen.update(names)
-                chain.append(len(self.level_names))
+                if level_name not in unchained:
+                    chain.append(len(self.level_names))
                 self.level_names.append(level_name)
                 self.level_parameters.append({n: trainable[n] for n in names if n in trainable})
             self.level_chains.append(chain)
@@ -87,20 +109,27 @@ class LMAUpdater(Updater):
             (len(self.level_names),), lr, dtype=torch.float64, requires_grad=True
         )
         self.rate_optimizer = torch.optim.Adam([self.rates], lr=config.meta_lr)
+        # The task steps' moments (with `shared`, every step's).
         self.exp_avg = {n: torch.zeros_like(p) for n, p in trainable.items()}
         self.exp_avg_sq = {n: torch.zeros_like(p) for n, p in trainable.items()}
         self.adam_steps = 0
+        # With `separate`, the lookahead's own moments and step count.
+        self.separate = config.moments == "separate"
+        if self.separate:
+            self.lookahead_exp_avg = {n: torch.zeros_like(p) for n, p in trainable.items()}
+            self.lookahead_exp_avg_sq = {n: torch.zeros_like(p) for n, p in trainable.items()}
+            self.lookahead_adam_steps = 0
         self.steps = 0
 
     def is_meta_step(self) -> bool:
         """Whether the next `step` is a meta step."""
-        return self.steps % self.config.cycle < self.config.meta_steps
+        return is_meta_update(self.config, self.steps, self.updates_per_iteration)
 
     def step(self, clip: Tensor, sampling_mask: Tensor | None) -> dict[str, float]:
         meta = self.is_meta_step()
         self.objective.zero_grad(set_to_none=True)
         logs = self.loss_and_backward(clip, sampling_mask)
-        directions = self.advance_moments()
+        directions = self.advance_moments(lookahead=meta)
         lookahead_loss = float("nan")
         if meta:
             lookahead_loss = self._update_rates(clip, sampling_mask, directions)
@@ -119,14 +148,22 @@ class LMAUpdater(Updater):
         )
         return logs
 
-    def advance_moments(self) -> dict[str, Tensor]:
+    def advance_moments(self, lookahead: bool = False) -> dict[str, Tensor]:
         """Fold the gradients in `.grad` into Adam's moments and return the bias-corrected
         direction `u` per parameter (an Adam step is θ − lr·u). A parameter the loss did not
-        reach counts as a zero gradient."""
-        self.adam_steps += 1
+        reach counts as a zero gradient. With `separate` moments, `lookahead` picks the
+        lookahead's set, else the task steps'."""
+        if lookahead and self.separate:
+            self.lookahead_adam_steps += 1
+            steps = self.lookahead_adam_steps
+            moments = self.lookahead_exp_avg, self.lookahead_exp_avg_sq
+        else:
+            self.adam_steps += 1
+            steps = self.adam_steps
+            moments = self.exp_avg, self.exp_avg_sq
         beta1, beta2 = ADAM_BETAS
-        correction1 = 1 - beta1**self.adam_steps
-        correction2 = 1 - beta2**self.adam_steps
+        correction1 = 1 - beta1**steps
+        correction2 = 1 - beta2**steps
         directions = {}
         with torch.no_grad():
             for level in self.level_parameters:
@@ -134,7 +171,7 @@ class LMAUpdater(Updater):
                     grad = parameter.grad
                     if grad is None:
                         grad = torch.zeros_like(parameter)
-                    exp_avg, exp_avg_sq = self.exp_avg[name], self.exp_avg_sq[name]
+                    exp_avg, exp_avg_sq = moments[0][name], moments[1][name]
                     exp_avg.lerp_(grad, 1 - beta1)
                     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
                     denominator = (exp_avg_sq / correction2).sqrt_().add_(ADAM_EPS)
@@ -168,10 +205,12 @@ class LMAUpdater(Updater):
 
     def ordering_penalty(self, rates: Tensor) -> Tensor:
         """order_weight·Σ relu(order_lambda·a_l − a_{l+1}) along each network's levels: zero
-        exactly when every level's rate is at least order_lambda times the one before."""
+        exactly when every chained level's rate is at least order_lambda times the one before."""
         config = self.config
         total = rates.new_zeros(())
         for chain in self.level_chains:
+            if len(chain) < 2:
+                continue
             chain_rates = rates[chain]
             gaps = config.order_lambda * chain_rates[:-1] - chain_rates[1:]
             total = total + torch.relu(gaps).sum()
@@ -203,6 +242,8 @@ class LMAUpdater(Updater):
     def resume_moments(self, stage_one: dict[str, object]) -> None:
         # torch's Adam keys its state by the index of the parameter in objective.parameters(),
         # the order named_parameters() gives the names in.
+        if not self.resume:
+            return
         adam = stage_one["adam"]
         names = [name for name, _ in self.objective.named_parameters()]
         steps = set()
@@ -216,9 +257,14 @@ class LMAUpdater(Updater):
         if len(steps) > 1:
             raise ValueError(f"stage-one Adam moments of different ages {sorted(steps)}")
         self.adam_steps = steps.pop() if steps else 0
+        if self.separate:
+            for name, tensor in self.exp_avg.items():
+                self.lookahead_exp_avg[name].copy_(tensor)
+                self.lookahead_exp_avg_sq[name].copy_(self.exp_avg_sq[name])
+            self.lookahead_adam_steps = self.adam_steps
 
     def state_dict(self) -> dict[str, object]:
-        return {
+        state: dict[str, object] = {
             "rates": self.rates.detach().clone(),
             "rate_adam": self.rate_optimizer.state_dict(),
             "exp_avg": self.exp_avg,
@@ -226,12 +272,23 @@ class LMAUpdater(Updater):
             "adam_steps": self.adam_steps,
             "steps": self.steps,
         }
+        if self.separate:
+            state.update(
+                lookahead_exp_avg=self.lookahead_exp_avg,
+                lookahead_exp_avg_sq=self.lookahead_exp_avg_sq,
+                lookahead_adam_steps=self.lookahead_adam_steps,
+            )
+        return state
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         with torch.no_grad():
             self.rates.copy_(state["rates"])  # type: ignore[arg-type]
         self.rate_optimizer.load_state_dict(state["rate_adam"])  # type: ignore[arg-type]
-        for key in ("exp_avg", "exp_avg_sq"):
+        keys = ["exp_avg", "exp_avg_sq"]
+        if self.separate:
+            keys += ["lookahead_exp_avg", "lookahead_exp_avg_sq"]
+            self.lookahead_adam_steps = int(state["lookahead_adam_steps"])  # type: ignore[arg-type]
+        for key in keys:
             stored = state[key]
             for name, tensor in getattr(self, key).items():
                 tensor.copy_(stored[name])  # type: ignore[index]

@@ -44,6 +44,14 @@ class Objective(nn.Module):
             )
         return groups
 
+    def unchained_levels(self) -> set[str]:
+        """Levels (named as in `level_groups`) outside their network's ordering chain."""
+        return {
+            f"{role}.{level}"
+            for role, network in self.networks.items()
+            for level in network.unchained_levels()
+        }
+
 
 class PlainObjective(Objective):
     """The baseline: one forward network, frame MSE plus its own aux loss."""

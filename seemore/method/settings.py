@@ -1,11 +1,12 @@
-"""Typed settings of the method (DESIGN.md §5): what stage one, stage two and scheduled
-sampling read. They live beside the method so the method never imports seemore.config."""
+"""Typed settings of training and the method (DESIGN.md §5): what stage one, stage two,
+scheduled sampling and LMA read. They live beside the method so it never imports
+seemore.config (which imports the method's registry)."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from seemore.schema import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Section
 
@@ -35,6 +36,28 @@ class ScheduledSamplingConfig(Section):
     sampling_stop_iter: PositiveInt = 50000
 
 
+class LRScheduleConfig(Section):
+    """`training.<dataset>.stage<k>.lr_schedule`: the lr over a stage's Adam updates, built
+    from torch.optim.lr_scheduler (seemore/schedules.py). LMA's stage two learns its rates,
+    so meta-adapted variants take `constant` there."""
+
+    kind: Literal["constant", "onecycle", "cosine"] = "constant"
+    # onecycle: OneCycleLR peaking at the stage lr, ending at its start / final_div_factor.
+    final_div_factor: PositiveFloat = 1e4
+    # cosine: stepped every `steps_per_epoch` updates; linear warm-up from `warmup_lr` over
+    # `warmup_epochs`, then cosine annealing to `min_lr`.
+    steps_per_epoch: PositiveInt | None = None
+    warmup_epochs: NonNegativeInt = 0
+    warmup_lr: PositiveFloat = 1e-5
+    min_lr: NonNegativeFloat = 1e-6
+
+    @model_validator(mode="after")
+    def _epochs_known(self) -> LRScheduleConfig:
+        if self.kind == "cosine" and self.steps_per_epoch is None:
+            raise ValueError("kind 'cosine' steps per epoch: set steps_per_epoch")
+        return self
+
+
 class StageConfig(Section):
     """`training.<dataset>.stage1` / `.stage2`: one stage's length, lr and schedules."""
 
@@ -42,8 +65,35 @@ class StageConfig(Section):
     lr: PositiveFloat
     # Each stage has its own schedule (the authors restart it in stage two with other constants).
     scheduled_sampling: ScheduledSamplingConfig
+    lr_schedule: LRScheduleConfig = LRScheduleConfig()
     # Score the validation split every this many iterations (null: never; `best` is then `last`).
     eval_every: PositiveInt | None = None
+
+
+class StageTwoConfig(StageConfig):
+    # Stage two's optimizer moments: `resumed` from stage one's Adam (seemore's choice: a fresh
+    # Adam's first direction is a sign step whose LMA lookahead overshoots), or `fresh`, as
+    # the authors' stage two builds new moments. Plain fine-tuning and LMA alike.
+    moments: Literal["resumed", "fresh"] = "resumed"
+
+
+class TrainingConfig(Section):
+    """`training.<dataset>`: how every run on one dataset is trained."""
+
+    # The recipe this section reproduces (seemore/recipes/<name>.yaml), or "custom".
+    recipe: str = "custom"
+    # Keys without defaults are those DVC stages list as params: DVC needs them in the file.
+    batch_size: PositiveInt
+    # PredRNN-V2's augmentation: each iteration also takes a step on the time-reversed batch.
+    reverse_input: bool
+    # Max gradient norm, or null for none.
+    grad_clip: PositiveFloat | None
+    stage1: StageConfig
+    stage2: StageTwoConfig
+
+    @property
+    def updates_per_iteration(self) -> int:
+        return 2 if self.reverse_input else 1
 
 
 class BDNConfig(Section):
@@ -57,6 +107,16 @@ class BDNConfig(Section):
 class LMAConfig(Section):
     cycle: PositiveInt = 200
     meta_steps: NonNegativeInt = 50
+    # What the cycle counts. `iteration` (the authors'): stage-two iteration i (from 1) is a
+    # meta iteration when i mod cycle < meta_steps, and with reverse_input both updates of an
+    # iteration are of its kind. `update`: update k (from 0) is a meta step when
+    # k mod cycle < meta_steps, so reverse_input's two updates count separately.
+    cycle_unit: Literal["iteration", "update"] = "update"
+    # `shared`: one set of Adam moments, advanced by every gradient, gives both the lookahead
+    # direction and the task step (seemore's: half the memory, and the lookahead follows the
+    # step Adam would really take). `separate` (the authors'): the lookahead's moments advance
+    # on meta steps only, the task step's on task steps only, each with its own step count.
+    moments: Literal["shared", "separate"] = "shared"
     a_max: PositiveFloat = 2e-4
     order_lambda: NonNegativeFloat = 2.0
     order_weight: NonNegativeFloat = 10.0

@@ -11,6 +11,8 @@ import torch
 from torch import Tensor
 
 from seemore.method.objective import Objective
+from seemore.method.settings import LRScheduleConfig
+from seemore.schedules import build_schedule
 
 Autocast = Callable[[], AbstractContextManager[object]]
 
@@ -66,25 +68,44 @@ class Updater:
 
 class AdamUpdater(Updater):
     def __init__(
-        self, objective: Objective, lr: float, autocast: Autocast, grad_clip: float | None
+        self,
+        objective: Objective,
+        lr: float,
+        autocast: Autocast,
+        grad_clip: float | None,
+        resume: bool = True,
+        schedule: LRScheduleConfig | None = None,
+        updates: int = 1,
     ) -> None:
         super().__init__(objective, autocast, grad_clip)
         self.optimizer = torch.optim.Adam(objective.parameters(), lr=lr)
+        # False: `resume_moments` keeps the fresh moments (training.stage2.moments: fresh).
+        self.resume = resume
+        # The stage's lr schedule over its `updates` updates (constant when None).
+        self.schedule = build_schedule(self.optimizer, schedule or LRScheduleConfig(), lr, updates)
 
     def step(self, clip: Tensor, sampling_mask: Tensor | None) -> dict[str, float]:
         self.optimizer.zero_grad(set_to_none=True)
         logs = self.loss_and_backward(clip, sampling_mask)
         self.optimizer.step()
+        self.schedule.after_update()
         return logs
 
     def state_dict(self) -> dict[str, object]:
-        return {"adam": self.optimizer.state_dict()}
+        return {"adam": self.optimizer.state_dict(), "schedule": self.schedule.state_dict()}
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         self.optimizer.load_state_dict(state["adam"])  # type: ignore[arg-type]
+        self.schedule.load_state_dict(state["schedule"])  # type: ignore[arg-type]
 
     def resume_moments(self, stage_one: dict[str, object]) -> None:
-        lrs = [group["lr"] for group in self.optimizer.param_groups]
-        self.load_state_dict(stage_one)
-        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
-            group["lr"] = lr  # this stage's lr, not stage one's
+        if not self.resume:
+            return
+        # Stage one's moments, this stage's hyperparameters (lr, betas a schedule may cycle).
+        groups = [
+            {key: value for key, value in group.items() if key != "params"}
+            for group in self.optimizer.param_groups
+        ]
+        self.optimizer.load_state_dict(stage_one["adam"])  # type: ignore[arg-type]
+        for group, settings in zip(self.optimizer.param_groups, groups, strict=True):
+            group.update(settings)

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from seemore.backbones import Backbone
-from seemore.method.objective import Objective, PlainObjective
-from seemore.method.settings import MethodConfig, StageConfig
-from seemore.method.updater import AdamUpdater, Autocast, Updater
+from seemore.method.settings import MethodConfig, TrainingConfig
 from seemore.registry import Registry
+
+# Torch only where a variant is built: the pipeline plans from this table without torch.
+if TYPE_CHECKING:
+    from seemore.backbones import Backbone
+    from seemore.method.objective import Objective
+    from seemore.method.updater import Autocast, Updater
 
 
 @dataclass(frozen=True)
@@ -24,7 +28,7 @@ class Variant:
     description: str
 
 
-VARIANTS: Registry[Variant] = Registry("variant", "seemore.method")
+VARIANTS: Registry[Variant] = Registry("variant", __name__)
 
 VARIANTS.register("baseline")(
     Variant(
@@ -67,6 +71,8 @@ def build_objective(
         from seemore.method.bdn import BidirectionalObjective
 
         return BidirectionalObjective(make_network(), make_network(), method.bdn)
+    from seemore.method.objective import PlainObjective
+
     return PlainObjective(make_network())
 
 
@@ -74,13 +80,44 @@ def build_updater(
     variant: Variant,
     stage: int,
     objective: Objective,
-    stage_config: StageConfig,
+    training: TrainingConfig,
     method: MethodConfig,
     autocast: Autocast,
-    grad_clip: float | None,
 ) -> Updater:
-    if stage == 2 and variant.meta_adapted:
+    """Stage two's `resume_moments` continues stage one's moments only when
+    `training.stage2.moments` is `resumed`; with `fresh` it leaves the new ones alone."""
+    from seemore.method.updater import AdamUpdater
+
+    stage_config = training.stage1 if stage == 1 else training.stage2
+    updates = stage_config.steps * training.updates_per_iteration
+    if stage == 1:
+        return AdamUpdater(
+            objective,
+            stage_config.lr,
+            autocast,
+            training.grad_clip,
+            schedule=stage_config.lr_schedule,
+            updates=updates,
+        )
+    resume = training.stage2.moments == "resumed"
+    if variant.meta_adapted:
         from seemore.method.lma import LMAUpdater
 
-        return LMAUpdater(objective, stage_config.lr, method.lma, autocast, grad_clip)
-    return AdamUpdater(objective, stage_config.lr, autocast, grad_clip)
+        return LMAUpdater(
+            objective,
+            training.stage2.lr,
+            method.lma,
+            autocast,
+            training.grad_clip,
+            updates_per_iteration=training.updates_per_iteration,
+            resume=resume,
+        )
+    return AdamUpdater(
+        objective,
+        stage_config.lr,
+        autocast,
+        training.grad_clip,
+        resume=resume,
+        schedule=stage_config.lr_schedule,
+        updates=updates,
+    )

@@ -146,7 +146,18 @@ class TableRow:
     first_of_backbone: bool
     backbone_rows: int
     cells: dict[str, MetricCell]
-    published: str | None = None
+
+
+@dataclass
+class PublishedRow:
+    """One published value beside our baseline's value in the same convention."""
+
+    backbone: str
+    reference: str  # method and setting in the source
+    metric: str  # label of the published metric
+    published: str
+    ours: str  # our baseline, mean over seeds, or NOT_RECORDED
+    ours_column: str  # the label of the column it is taken from
 
 
 def _change_text(change: RelativeChange) -> str:
@@ -194,43 +205,44 @@ def _metric_cell(
     return cell
 
 
-def _published_text(dataset: DatasetRuns, backbone: str, comparable: bool) -> str | None:
+def _published_rows(dataset: DatasetRuns, backbone: str, comparable: bool) -> list[PublishedRow]:
     """The published numbers of `backbone`, when its runs match the source's setting
     (comparable data and preset, the source's protocol or none recorded, the same horizon
     and frame size), each beside this backbone's baseline mean in the source's convention."""
     table = PUBLISHED.get(dataset.name)
     if not comparable or table is None or backbone not in table.rows:
-        return None
+        return []
     runs = [run for run in dataset.done() if run.backbone == backbone]
     horizons = {
         (run.get("horizon", "input_frames"), run.get("horizon", "output_frames")) for run in runs
     }
     if horizons != {(table.input_frames, table.output_frames)}:
-        return None
+        return []
     if {run.get("protocol") for run in runs} - {None, CONVENTION}:
-        return None
+        return []
     if _frame_height(dataset, backbone) != table.image_size:
-        return None
+        return []
     reference = table.rows[backbone]
     keys = REFERENCE_CONVENTIONS[CONVENTION]
     baseline = [run for run in runs if run.variant == BASELINE]
-    values = []
+    rows = []
     for name, value in reference.metrics.items():
         ours = summarize([v for run in baseline if (v := run.metric(keys[name])) is not None])
-        mine = NOT_RECORDED if ours.mean is None else format_value(name, ours.mean)
-        values.append(
-            f"{METRIC_LABELS[name]} {format_value(name, value)} (our baseline: {mine}, "
-            f"{METRIC_LABELS[keys[name]]})"
+        rows.append(
+            PublishedRow(
+                backbone=backbone,
+                reference=f"{reference.method} ({table.setting}, "
+                f"{table.image_size}×{table.image_size})",
+                metric=METRIC_LABELS[name],
+                published=format_value(name, value),
+                ours=NOT_RECORDED if ours.mean is None else format_value(name, ours.mean),
+                ours_column=METRIC_LABELS[keys[name]],
+            )
         )
-    return (
-        f"{reference.method} ({table.setting}, {table.image_size}×{table.image_size}, "
-        f"{CONVENTION} convention): " + " · ".join(values)
-    )
+    return rows
 
 
-def _metric_table(
-    dataset: DatasetRuns, comparable: bool
-) -> tuple[list[TableRow], list[str], list[str]]:
+def _metric_table(dataset: DatasetRuns) -> tuple[list[TableRow], list[str], list[str]]:
     """Rows, the metrics shown (columns), and the footnote texts."""
     notes = Footnotes()
     rows = []
@@ -247,9 +259,6 @@ def _metric_table(
                     first_of_backbone=index == 0,
                     backbone_rows=len(dataset.variants),
                     cells={m: _metric_cell(m, runs, reference, notes) for m in METRIC_NAMES},
-                    published=_published_text(dataset, backbone, comparable)
-                    if index == 0
-                    else None,
                 )
             )
     for metric in METRIC_NAMES:
@@ -390,6 +399,7 @@ class DatasetView:
     metrics: list[str]
     footnotes: list[str]
     published_source: str | None
+    published: list[PublishedRow]
     plots: list[tuple[str, str]]
     missing_plots: list[str]
     strips: list[StripBlock]
@@ -479,7 +489,12 @@ def _dataset_view(
         inputs, outputs = next(iter(horizons))
         if inputs is not None and outputs is not None:
             horizon = f"{inputs} → {outputs} frames"
-    rows, metrics, footnotes = _metric_table(dataset, comparable)
+    rows, metrics, footnotes = _metric_table(dataset)
+    published = [
+        row
+        for backbone in dataset.backbones
+        for row in _published_rows(dataset, backbone, comparable)
+    ]
 
     plots, missing_plots = [], []
     for title, make in (
@@ -530,7 +545,8 @@ def _dataset_view(
         rows=rows,
         metrics=metrics,
         footnotes=footnotes,
-        published_source=SOURCE if any(row.published for row in rows) else None,
+        published_source=SOURCE if published else None,
+        published=published,
         plots=plots,
         missing_plots=missing_plots,
         strips=strips,

@@ -2,6 +2,7 @@ rule evaluate:
     input:
         "data/prepared/{dataset}",
         RUN_DIR + "/model.pt",
+        RUN_DIR + "/model_best.pt",
     output:
         RUN_DIR + "/metrics.json",
         RUN_DIR + "/per_frame.csv",
@@ -11,6 +12,8 @@ rule evaluate:
             PARAMS, pipeline.EVALUATE_KEYS, dataset=w.dataset
         ),
     threads: 1
+    resources:
+        gpu=GPUS_PER_EVALUATE,
     log:
         RUN_DIR + "/evaluate.log",
     shell:
