@@ -16,8 +16,15 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
 
+# At most experiment.jobs_per_gpu GPU jobs per GPU, each pinned to its own device
+# (seemore/devices.py); 0 slots on a CPU-only machine, where nothing changes.
 run: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES) all
+	$(BIN)/snakemake --cores $(CORES) --resources gpu=$$($(BIN)/python -m seemore.devices) all
+
+# dvc.yaml is written from params.yaml (seemore/pipeline.py); re-write it after editing
+# experiment.datasets/backbones/variants.
+dvc.yaml: params.yaml $(STAMP)
+	$(BIN)/seemore dvc-yaml
 
 # pytest exits 5 when it collects no tests: that is a failure here, not a pass.
 test: $(STAMP)
@@ -35,9 +42,11 @@ plan: $(STAMP)
 # The one switch between presets, for snakemake and dvc alike: it rewrites params.yaml.
 paper: $(STAMP)
 	$(BIN)/seemore use-preset paper
+	$(BIN)/seemore dvc-yaml
 
 embedded: $(STAMP)
 	$(BIN)/seemore use-preset embedded
+	$(BIN)/seemore dvc-yaml
 
 clean:
 	rm -rf results reports .snakemake

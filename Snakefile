@@ -1,10 +1,31 @@
-# Thin orchestration: every rule calls the `seemore` CLI; the logic lives in the library.
-# The experiment comes from params.yaml (switch presets with `make paper` / `make embedded`).
-from seemore import pipeline
-from seemore.config import load_params
+# Thin orchestration: every rule calls the `seemore` CLI; the jobs, their files and the params
+# each one reads come from seemore/pipeline.py (dvc.yaml is written from the same module).
+# Planning stays torch-free (a dry run takes about a second); `seemore check` validates every
+# section before a real run starts, and every `seemore` job validates again.
+from seemore import devices, pipeline
 
-PARAMS = load_params("params.yaml")
+pipeline.refuse_if_dvc_running()
+PARAMS = pipeline.load_plan("params.yaml")
 RUNS = list(pipeline.runs(PARAMS))
+# GPUs each GPU job holds (0 on a CPU-only machine or with experiment.device: cpu).
+GPUS_PER_TRAIN = devices.rule_gpus(PARAMS, training=True)
+GPUS_PER_EVALUATE = devices.rule_gpus(PARAMS, training=False)
+
+wildcard_constraints:
+    dataset="[^/]+",
+    backbone="[^/]+",
+    variant="[^/]+",
+    objective="|".join(pipeline.OBJECTIVES),
+    seed=r"\d+",
+
+# Cheap jobs stay on the submitting host under a cluster executor.
+localrules:
+    all,
+    report,
+
+
+onstart:
+    shell("seemore check")
 
 
 include: "workflow/rules/data.smk"
@@ -14,6 +35,7 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         "reports/ablation.html",
         "reports/ablation.csv",

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
 import pickle
+import subprocess
 import sys
 import traceback
 import urllib.error
@@ -79,43 +81,88 @@ def cmd_prepare(args: argparse.Namespace, params: Params) -> None:
     print(f"prepared {args.dataset} into {out_dir}")
 
 
-def _train_job(params: Params, run: pipeline.Run, stage: int) -> Any:
+def _train_job(
+    params: Params, dataset: str, backbone: str, variant: str, label: str, seed: int,
+    params_hash: str,
+) -> Any:
     from seemore.data import DATASETS
     from seemore.method.variants import VARIANTS
     from seemore.train import TrainJob, resolve_device
 
     return TrainJob(
-        benchmark=DATASETS.get(run.dataset),
-        data=params.data[run.dataset],
-        backbone_name=run.backbone,
-        backbone=params.models[run.dataset][run.backbone],
-        variant_name=run.variant,
-        variant=VARIANTS.get(run.variant),
-        training=params.training[run.dataset],
+        benchmark=DATASETS.get(dataset),
+        data=params.data[dataset],
+        backbone_name=backbone,
+        backbone=params.models[dataset][backbone],
+        variant_name=label,
+        variant=VARIANTS.get(variant),
+        training=params.training[dataset],
         method=params.method,
-        seed=run.seed,
-        params_hash=pipeline.stage_hash(params, run, stage),
+        seed=seed,
+        params_hash=params_hash,
         device=resolve_device(params.experiment.device),
     )
 
 
+def _stage_one_from(args: argparse.Namespace, params: Params) -> pipeline.StageOne:
+    # Stage one of a variant is the stage one of its objective.
+    objective = args.objective or (args.variant and pipeline.objective_of(args.variant))
+    if not objective:
+        raise ConfigError("train --stage 1 needs --objective (plain or bidirectional)")
+    job = pipeline.StageOne(args.dataset, args.backbone, objective, args.seed)
+    if job not in pipeline.stage_ones(params):
+        raise ConfigError(
+            f"{args.params}: stage one {job} is not in the experiment matrix "
+            "(experiment.datasets/backbones/seeds, and a variant of experiment.variants "
+            "with that objective)"
+        )
+    return job
+
+
 def cmd_train(args: argparse.Namespace, params: Params) -> None:
+    from seemore import devices, distributed
+
+    if distributed.world_size() == 1:  # torchrun's ranks share their launcher's GPUs
+        claimed = devices.claim_for_job(params, training=True, label=f"train stage {args.stage}")
+        if len(claimed) > 1:
+            # experiment.gpus_per_run > 1: the same command as one rank per claimed GPU.
+            command = distributed.torchrun_command(len(claimed), sys.argv[1:])
+            code = subprocess.run(command, check=False).returncode
+            if code:
+                raise RuntimeError(f"distributed training exited with status {code}")
+            return
+    _set_threads(args.threads)
     from seemore.train import train_stage
 
-    _set_threads(args.threads)
-    run = _run_from(args, params)
+    if args.stage == 1:
+        stage_one = _stage_one_from(args, params)
+        # The objective is built from the variant that trains it and nothing else.
+        variant, label = pipeline.objective_variant(stage_one.objective), stage_one.objective
+        out_dir, params_hash = stage_one.directory, pipeline.stage_one_hash(params, stage_one)
+    else:
+        if args.variant is None:
+            raise ConfigError("train --stage 2 needs --variant")
+        run = _run_from(args, params)
+        stage_one, variant, label = run.stage_one, run.variant, run.variant
+        out_dir, params_hash = run.directory, pipeline.stage_two_hash(params, run)
+    job = _train_job(params, args.dataset, args.backbone, variant, label, args.seed, params_hash)
     path = train_stage(
-        _train_job(params, run, args.stage),
+        job,
         args.stage,
-        pipeline.prepared_dir(run.dataset),
-        run.directory,
-        stage1_hash=pipeline.stage_hash(params, run, 1),
+        pipeline.prepared_dir(args.dataset),
+        out_dir,
+        stage1_hash=pipeline.stage_one_hash(params, stage_one),
+        stage1_path=stage_one.checkpoint,
         progress=not args.quiet,
     )
     print(f"wrote {path}")
 
 
 def cmd_evaluate(args: argparse.Namespace, params: Params) -> None:
+    from seemore import devices
+
+    # Before torch initialises CUDA: the job's own device.
+    devices.claim_for_job(params, training=False, label="evaluate")
     from seemore.data import DATASETS
     from seemore.evaluate import EvaluationJob, RunIdentity, run_evaluation
     from seemore.train import load_inference_model, resolve_device
@@ -217,13 +264,30 @@ def cmd_use_preset(args: argparse.Namespace) -> None:
     print(f"{target} now holds the {args.name!r} preset ({preset_path(args.name)})")
 
 
+def cmd_dvc_yaml(args: argparse.Namespace) -> None:
+    text = pipeline.render_dvc_yaml(pipeline.load_plan(args.params))
+    temp = pipeline.DVC_YAML.with_name(f".{pipeline.DVC_YAML.name}.part")
+    temp.write_text(text)
+    temp.replace(pipeline.DVC_YAML)
+    print(f"wrote {pipeline.DVC_YAML}")
+
+
 def cmd_check(args: argparse.Namespace, params: Params) -> None:
     count = sum(1 for _ in pipeline.runs(params))
     print(f"{args.params}: valid; {count} runs")
 
 
-def cmd_plan(args: argparse.Namespace, params: Params) -> None:
+def cmd_plan(args: argparse.Namespace) -> None:
     from seemore.plan import REFERENCE_GPUS, Assumptions, build_plan, format_plan
+
+    if args.preset is None:
+        params, source = load_params(args.params), str(args.params)
+    else:
+        from seemore.config import validate_params
+        from seemore.recipes import compose_preset
+
+        source = f"preset {args.preset} ({preset_path(args.preset)})"
+        params = validate_params(compose_preset(args.preset), source)
 
     assumptions = Assumptions(
         gpu=REFERENCE_GPUS[args.gpu],
@@ -231,7 +295,7 @@ def cmd_plan(args: argparse.Namespace, params: Params) -> None:
         cpu_flops_per_core=args.cpu_gflops * 1e9,
     )
     plan = build_plan(params, assumptions)
-    print(format_plan(plan, str(args.params), params.experiment.preset))
+    print(format_plan(plan, source, params.experiment.preset))
 
 
 # --- parser -------------------------------------------------------------------------------
@@ -268,6 +332,12 @@ def protocol_descriptions() -> list[tuple[str, str]]:
     return entries
 
 
+def recipe_descriptions() -> list[tuple[str, str]]:
+    from seemore.recipes import load_recipe, recipe_names
+
+    return [(name, str(load_recipe(name)["title"])) for name in recipe_names()]
+
+
 def catalogue() -> str:
     """Every registered name with its one-line description, for the help texts."""
     sections = [
@@ -275,6 +345,7 @@ def catalogue() -> str:
         for concept, registry in _registries().items()
     ]
     sections.insert(1, ("protocols (data.<dataset>.protocol)", protocol_descriptions()))
+    sections.append(("recipes (training.<dataset>.recipe)", recipe_descriptions()))
     sections.append(("presets (seemore use-preset NAME)", preset_descriptions()))
     lines = []
     for title, entries in sections:
@@ -355,9 +426,21 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = command("prepare", cmd_prepare, True, "obtain and preprocess one dataset")
     _add_name_argument(prepare, "dataset")
 
-    train = command("train", cmd_train, True, "train one stage of one run")
-    _add_run_arguments(train)
+    train = command(
+        "train", cmd_train, True, "train stage one of an objective, or stage two of one run"
+    )
+    _add_name_argument(train, "dataset")
+    _add_name_argument(train, "backbone")
+    train.add_argument("--seed", type=int, required=True)
     train.add_argument("--stage", type=int, choices=(1, 2), required=True)
+    train.add_argument(
+        "--objective",
+        choices=pipeline.OBJECTIVES,
+        help="stage one: the objective it trains (or give --variant: its objective)",
+    )
+    train.add_argument(
+        "--variant", choices=_registries()["variant"].names(), help="stage two: the variant"
+    )
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -389,7 +472,12 @@ def build_parser() -> argparse.ArgumentParser:
     preset.add_argument("name", choices=[name for name, _ in preset_descriptions()])
 
     plan = command(
-        "plan", cmd_plan, True, "jobs, FLOPs, GPU/CPU hours and disk of params.yaml, before a run"
+        "plan", cmd_plan, False, "jobs, FLOPs, GPU/CPU hours and disk of params.yaml, before a run"
+    )
+    plan.add_argument(
+        "--preset",
+        choices=[name for name, _ in preset_descriptions()],
+        help="plan this preset instead of params.yaml (nothing is written)",
     )
     plan.add_argument(
         "--gpu", choices=sorted(REFERENCE_GPUS), default="h100-sxm", help="reference GPU"
@@ -409,6 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="GFLOP/s one CPU core sustains in training (default: measured, "
         "benchmarks/plan_check.md)",
     )
+    command("dvc-yaml", cmd_dvc_yaml, False, "write dvc.yaml from params.yaml")
 
     command("check", cmd_check, True, "validate params.yaml")
 
@@ -509,6 +598,10 @@ def describe_error(error: BaseException) -> tuple[str, int]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if os.environ.get("DVC_STAGE"):
+            # Run by `dvc repro`: never beside snakemake, never from a stale dvc.yaml.
+            pipeline.refuse_if_snakemake_running()
+            pipeline.check_dvc_yaml(pipeline.load_plan(args.params))
         if args.reads_params:
             args.handler(args, load_params(args.params))
         else:

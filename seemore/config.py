@@ -18,8 +18,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from seemore.backbones import BACKBONES
-from seemore.data import DATASETS
 from seemore.method.settings import (
     BDNConfig,
     LMAConfig,
@@ -30,7 +28,6 @@ from seemore.method.settings import (
     StageTwoConfig,
     TrainingConfig,
 )
-from seemore.method.variants import VARIANTS
 from seemore.schema import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Section
 
 PRESETS_DIR = Path(__file__).parent / "presets"
@@ -73,6 +70,10 @@ class ExperimentConfig(Section):
     variants: list[str] = Field(min_length=1)
     seeds: list[NonNegativeInt] = Field(min_length=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # GPU jobs at once per GPU, each pinned to its own device (seemore/devices.py).
+    jobs_per_gpu: PositiveInt = 1
+    # GPUs one training run uses: > 1 trains with DDP under torchrun (seemore/distributed.py).
+    gpus_per_run: PositiveInt = 1
 
 
 class EvaluationConfig(Section):
@@ -114,7 +115,9 @@ def _yaml_loader() -> type[yaml.SafeLoader]:
                 key = self.construct_object(key_node, deep=True)
                 if key in seen:
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"key {key!r} is given twice in one mapping; keep one",
+                        None,
+                        None,
+                        f"key {key!r} is given twice in one mapping; keep one",
                         key_node.start_mark,
                     )
                 seen.add(key)
@@ -199,6 +202,8 @@ MAX_SPLIT_BYTES = 2**40
 
 
 def _size_problems(name: str, data: Any, training: TrainingConfig) -> list[str]:
+    from seemore.data import DATASETS
+
     benchmark = DATASETS.get(name)
     geometry = benchmark.geometry(data)
     frame = geometry.channels * geometry.height * geometry.width
@@ -221,15 +226,25 @@ def _size_problems(name: str, data: Any, training: TrainingConfig) -> list[str]:
     return problems
 
 
-def validate_params(raw: Any, source: str = "params.yaml") -> Params:
-    """Validate a parsed params mapping: the top-level schema, every registered section, and
-    the rules that span sections (horizons against stored clips, patch size against frames)."""
+def validate_layout(raw: Any, source: str = "params.yaml") -> Params:
+    """The top-level schema alone (sections per dataset/backbone stay raw mappings)."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {_describe(raw)}")
     found = _non_finite(raw)
     if found is not None:
         raise ConfigError(f"{source}: {found[0]} = {found[1]}: expected a finite number")
-    params: Params = _validate(Params, raw, source, "")
+    return _validate(Params, raw, source, "")
+
+
+def validate_params(raw: Any, source: str = "params.yaml") -> Params:
+    """Validate a parsed params mapping: the top-level schema, every registered section, and
+    the rules that span sections (horizons against stored clips, patch size against frames)."""
+    # The registries import torch: only here, so planning (validate_layout) stays torch-free.
+    from seemore.backbones import BACKBONES
+    from seemore.data import DATASETS
+    from seemore.method.variants import VARIANTS
+
+    params = validate_layout(raw, source)
     experiment = params.experiment
     _check_names(source, "experiment.datasets", experiment.datasets, DATASETS.names())
     _check_names(source, "experiment.backbones", experiment.backbones, BACKBONES.names())

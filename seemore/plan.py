@@ -28,6 +28,7 @@ from seemore.backbones.profile import (
 )
 from seemore.config import Params, TrainingConfig
 from seemore.data import DATASETS
+from seemore.method.lma import is_meta_update
 from seemore.method.settings import LMAConfig, MethodConfig
 from seemore.method.variants import VARIANTS, Variant, build_objective
 
@@ -140,14 +141,12 @@ class Plan:
 
 def stage_updates(steps: int, training: TrainingConfig) -> int:
     """Updater steps of a stage: reverse_input takes a second step on the reversed batch."""
-    return steps * (2 if training.reverse_input else 1)
+    return steps * training.updates_per_iteration
 
 
-def lma_meta_steps(updates: int, lma: LMAConfig) -> int:
-    """How many of a stage's first `updates` updater steps are meta steps: the first
-    `meta_steps` of every `cycle` (seemore.method.lma.LMAUpdater.is_meta_step)."""
-    cycles, rest = divmod(updates, lma.cycle)
-    return cycles * lma.meta_steps + min(rest, lma.meta_steps)
+def lma_meta_steps(updates: int, lma: LMAConfig, updates_per_iteration: int) -> int:
+    """How many of stage two's `updates` are LMA meta steps, by LMA's own rule."""
+    return sum(is_meta_update(lma, update, updates_per_iteration) for update in range(updates))
 
 
 def validation_scorings(steps: int, eval_every: int | None) -> int:
@@ -244,7 +243,7 @@ def build_plan(params: Params, assumptions: Assumptions, root: Path = Path("."))
             updates = stage_updates(stage_config.steps, training)
             meta = 0
             if stage == 2 and variant.meta_adapted:
-                meta = lma_meta_steps(updates, method.lma)
+                meta = lma_meta_steps(updates, method.lma, training.updates_per_iteration)
             scorings = validation_scorings(stage_config.steps, stage_config.eval_every)
             val_flops = None
             if val_clips is not None:
@@ -264,9 +263,9 @@ def build_plan(params: Params, assumptions: Assumptions, root: Path = Path("."))
 
 
 def stage1_job_name(run: pipeline.Run) -> str:
-    """Which stage-one job a run's stage two continues (one per run until pipeline shares
-    stage one between the variants of one objective)."""
-    return f"{run.dataset}/{run.backbone}/{run.variant}/seed{run.seed}"
+    """Which stage-one job a run's stage two continues: one per objective, shared by the
+    variants that train it (seemore/pipeline.py)."""
+    return str(run.stage_one.directory)
 
 
 def test_geometry(geometry: ClipGeometry, data: object) -> ClipGeometry:

@@ -30,7 +30,8 @@ class Registry(Generic[T]):
         if not self._loaded:
             self._loaded = True
             package = importlib.import_module(self._package)
-            for module in pkgutil.iter_modules(package.__path__):
+            # A registry whose entries all live in one module names that module instead.
+            for module in pkgutil.iter_modules(getattr(package, "__path__", [])):
                 importlib.import_module(f"{self._package}.{module.name}")
 
     def get(self, name: str) -> T:

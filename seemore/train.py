@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from seemore import distributed
 from seemore.backbones import Backbone, BackboneConfig, BackboneKind, ClipGeometry, build_backbone
 from seemore.config import MethodConfig, TrainingConfig
 from seemore.data import DataConfig
@@ -101,10 +102,13 @@ def train_stage(
     out_dir: Path,
     stage1_hash: str | None = None,
     progress: bool = True,
+    stage1_path: Path | None = None,
 ) -> Path:
     """Train one stage and write `stage<k>.pt` (stage two also `model.pt`, `train_log.csv`).
 
-    Stage two refuses a stage-one checkpoint whose params hash is not `stage1_hash`.
+    Stage two starts from `stage1_path` (default `out_dir/stage1.pt`; the pipeline shares one
+    stage one between the variants of an objective) and refuses a stage-one checkpoint whose
+    params hash is not `stage1_hash`.
     """
     if stage not in (1, 2):
         raise ValueError(f"stage must be 1 or 2, got {stage}")
@@ -112,16 +116,21 @@ def train_stage(
     if job.device.type == "cpu":
         torch.use_deterministic_algorithms(True)
     geometry, make_network = _network_factory(job)
-    objective = build_objective(job.variant, make_network, job.method).to(job.device)
+    distributed.init(job.device.type)
+    objective = distributed.shard(
+        build_objective(job.variant, make_network, job.method).to(job.device),
+        job.training.batch_size,
+    )
 
     history: list[dict[str, float]] = []
     previous_stats: dict[str, Any] = {}
     start_step = 0
     if stage == 2:
-        stage1 = load_checkpoint(out_dir / "stage1.pt")
+        stage1_path = stage1_path or out_dir / "stage1.pt"
+        stage1 = load_checkpoint(stage1_path)
         if stage1_hash is not None and stage1["params_hash"] != stage1_hash:
             raise ValueError(
-                f"{out_dir / 'stage1.pt'}: trained with params hash {stage1['params_hash']}, "
+                f"{stage1_path}: trained with params hash {stage1['params_hash']}, "
                 f"but the current params give {stage1_hash}; re-run stage one"
             )
         objective.load_state_dict(stage1["objective"])

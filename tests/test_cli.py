@@ -233,7 +233,7 @@ def test_a_truncated_checkpoint_is_one_line(
 ) -> None:
     params = _write(tmp_path, embedded_raw)
     monkeypatch.chdir(tmp_path)
-    stage1 = Path("results/moving_mnist/predrnn_v2/baseline/seed0/stage1.pt")
+    stage1 = Path("results/moving_mnist/predrnn_v2/stage1/plain/seed0/stage1.pt")
     stage1.parent.mkdir(parents=True)
     torch.save({"format": 1, "objective": {"w": torch.zeros(1000)}}, stage1)
     whole = stage1.read_bytes()

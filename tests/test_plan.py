@@ -12,7 +12,7 @@ import yaml
 from seemore.backbones import BACKBONES
 from seemore.backbones.profile import build_on_meta, count_flops
 from seemore.cli import main
-from seemore.config import load_params, preset_path, validate_params
+from seemore.config import validate_params
 from seemore.data import DATASETS
 from seemore.method.variants import VARIANTS
 from seemore.plan import (
@@ -25,6 +25,7 @@ from seemore.plan import (
     rule_jobs,
     validation_scorings,
 )
+from seemore.recipes import compose_preset
 from seemore.train import load_checkpoint
 
 
@@ -41,39 +42,52 @@ def tiny(raw: dict[str, Any], variants: list[str], **training: Any) -> dict[str,
 
 
 def test_jobs_per_rule_of_the_embedded_default(embedded_raw: dict[str, Any]) -> None:
-    # 4 datasets x 2 backbones x 4 variants x 1 seed.
+    # 4 datasets x 2 backbones x 4 variants x 1 seed; stage one once per objective.
     assert rule_jobs(validate_params(embedded_raw)) == {
         "prepare": 4,
-        "train_stage1": 32,
+        "train_stage1": 16,
         "train_stage2": 32,
         "evaluate": 32,
         "report": 1,
     }
 
 
+@pytest.mark.parametrize(("cycle_unit", "meta_steps"), [("update", 4), ("iteration", 2)])
 def test_passes_are_those_the_training_loop_takes(
-    tmp_path: Path, embedded_raw: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    embedded_raw: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    cycle_unit: str,
+    meta_steps: int,
 ) -> None:
     """Train a tiny seemore run with reverse_input and compare the loop's own pass counters
-    with the plan: 3 iterations x 2 updates in stage one; stage two 5 x 2 = 10 updates, of
-    which updates 0, 3, 6, 9 are LMA meta steps (cycle 3, 1 meta step): 14 passes."""
+    with the plan: 3 iterations x 2 updates in stage one; stage two 5 x 2 = 10 updates. LMA
+    cycle 3 with 1 meta step: counted per update, updates 0, 3, 6, 9 are meta steps; counted
+    per iteration (from 1), iteration 3's two updates are. One validation scoring per stage
+    (no eval_every: after the last iteration)."""
     raw = tiny(embedded_raw, ["seemore"], reverse_input=True)
+    raw["method"]["lma"]["cycle_unit"] = cycle_unit
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(raw))
     monkeypatch.chdir(tmp_path)
-    run = ["--dataset", "moving_mnist", "--backbone", "convlstm", "--variant", "seemore"]
     assert main(["prepare", "--dataset", "moving_mnist", "--params", str(params_file)]) == 0
-    for stage in ("1", "2"):
-        args = ["train", "--stage", stage, *run, "--seed", "0", "--quiet"]
+    run = ["--dataset", "moving_mnist", "--backbone", "convlstm", "--variant", "seemore"]
+    for stage, extra in (("1", []), ("2", [])):
+        args = ["train", "--stage", stage, *run, "--seed", "0", "--quiet", *extra]
         assert main([*args, "--params", str(params_file)]) == 0
-    stats = load_checkpoint(Path("results/moving_mnist/convlstm/seemore/seed0/stage2.pt"))["stats"]
+    directory = Path("results/moving_mnist/convlstm/seemore/seed0")
+    stats = load_checkpoint(directory / "stage2.pt")["stats"]
 
     plan = build_plan(validate_params(raw), Assumptions())
     (run_plan,) = plan.runs
-    assert (run_plan.stage1.passes, run_plan.stage2.passes) == (6, 14)
-    assert run_plan.stage2.meta_steps == stats["stage2"]["meta_steps"] == 4
+    assert (run_plan.stage1.passes, run_plan.stage2.passes) == (6, 10 + meta_steps)
+    assert run_plan.stage2.meta_steps == stats["stage2"]["meta_steps"] == meta_steps
     assert stats["stage1"]["forward_passes"] == stats["stage1"]["backward_passes"] == 6
-    assert stats["stage2"]["forward_passes"] == stats["stage2"]["backward_passes"] == 14
+    assert stats["stage2"]["forward_passes"] == 10 + meta_steps
+    log = (directory / "train_log.csv").read_text().splitlines()
+    column = log[0].split(",").index("val_mse")
+    scored = [row for row in log[1:] if row.split(",")[column]]
+    assert len(scored) == run_plan.stage1.scorings + run_plan.stage2.scorings == 2
 
 
 def _geometry(raw: dict[str, Any], dataset: str) -> Any:
@@ -138,10 +152,14 @@ def test_planned_data_bytes_match_what_prepare_writes(
 
 
 def test_real_data_that_only_the_files_size_are_unknown() -> None:
-    data_bytes = planned_data_bytes(load_params(preset_path("paper")))
+    paper = compose_preset("paper")
+    # The authors' protocol reads their npz files: only the files tell their size.
+    assert planned_data_bytes(validate_params(paper))["moving_mnist"] is None
+    paper["data"]["moving_mnist"]["protocol"] = "openstl"
+    data_bytes = planned_data_bytes(validate_params(paper))
     assert data_bytes["kth"] is None
-    # The fixed test set: 10000 clips of 20 frames of 64x64, 1000 generated validation clips
-    # at the training horizon (10 -> 10), and MNIST's 60000 digits.
+    # OpenSTL's protocol: the fixed test set, 10000 clips of 20 frames of 64x64; 1000
+    # generated validation clips at the training horizon (10 -> 10); MNIST's 60000 digits.
     frame = 64 * 64
     expected = 10000 * 20 * frame + 1000 * 20 * frame + 60000 * 28 * 28
     assert data_bytes["moving_mnist"] == expected

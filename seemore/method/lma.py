@@ -41,6 +41,15 @@ ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 
 
+def is_meta_update(config: LMAConfig, update: int, updates_per_iteration: int) -> bool:
+    """Whether stage two's update `update` (from 0) is a meta step; `seemore plan` counts
+    them with it too."""
+    if config.cycle_unit == "iteration":
+        iteration = update // updates_per_iteration + 1
+        return iteration % config.cycle < config.meta_steps
+    return update % config.cycle < config.meta_steps
+
+
 class LMAUpdater(Updater):
     def __init__(
         self,
@@ -114,11 +123,7 @@ class LMAUpdater(Updater):
 
     def is_meta_step(self) -> bool:
         """Whether the next `step` is a meta step."""
-        config = self.config
-        if config.cycle_unit == "iteration":
-            iteration = self.steps // self.updates_per_iteration + 1
-            return iteration % config.cycle < config.meta_steps
-        return self.steps % config.cycle < config.meta_steps
+        return is_meta_update(self.config, self.steps, self.updates_per_iteration)
 
     def step(self, clip: Tensor, sampling_mask: Tensor | None) -> dict[str, float]:
         meta = self.is_meta_step()

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from seemore.backbones import Backbone
-from seemore.method.objective import Objective, PlainObjective
 from seemore.method.settings import MethodConfig, TrainingConfig
-from seemore.method.updater import AdamUpdater, Autocast, Updater
 from seemore.registry import Registry
+
+# Torch only where a variant is built: the pipeline plans from this table without torch.
+if TYPE_CHECKING:
+    from seemore.backbones import Backbone
+    from seemore.method.objective import Objective
+    from seemore.method.updater import Autocast, Updater
 
 
 @dataclass(frozen=True)
@@ -24,7 +28,7 @@ class Variant:
     description: str
 
 
-VARIANTS: Registry[Variant] = Registry("variant", "seemore.method")
+VARIANTS: Registry[Variant] = Registry("variant", __name__)
 
 VARIANTS.register("baseline")(
     Variant(
@@ -67,6 +71,8 @@ def build_objective(
         from seemore.method.bdn import BidirectionalObjective
 
         return BidirectionalObjective(make_network(), make_network(), method.bdn)
+    from seemore.method.objective import PlainObjective
+
     return PlainObjective(make_network())
 
 
@@ -80,6 +86,8 @@ def build_updater(
 ) -> Updater:
     """Stage two's `resume_moments` continues stage one's moments only when
     `training.stage2.moments` is `resumed`; with `fresh` it leaves the new ones alone."""
+    from seemore.method.updater import AdamUpdater
+
     stage_config = training.stage1 if stage == 1 else training.stage2
     updates = stage_config.steps * training.updates_per_iteration
     if stage == 1:

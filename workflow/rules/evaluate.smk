@@ -12,6 +12,8 @@ rule evaluate:
             PARAMS, pipeline.EVALUATE_KEYS, dataset=w.dataset
         ),
     threads: 1
+    resources:
+        gpu=GPUS_PER_EVALUATE,
     log:
         RUN_DIR + "/evaluate.log",
     shell:
