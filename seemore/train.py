@@ -259,6 +259,7 @@ def train_stage(
         steps,
         job.training.batch_size,
         job.device,
+        score_last=stage == 2,
     )
     if partial is not None:
         validation.load_state_dict(partial["validation"])

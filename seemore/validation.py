@@ -53,7 +53,8 @@ def validation_mse(
 
 class Validation:
     """Scores the validation split every `eval_every` iterations (from 1, as the authors'
-    `itr % test_interval == 0`) and at the stage's last one, and keeps the best weights.
+    `itr % test_interval == 0`) and, with `score_last` (stage two, whose best checkpoint must
+    weigh the last weights too), at the stage's last one; keeps the best weights.
 
     `after_step(done, step, network)` is called after each iteration (`done` iterations of
     the stage finished, `step` its run step for the log); it returns `{"val_mse": x}` when it
@@ -68,7 +69,9 @@ class Validation:
         steps: int,
         batch_size: int,
         device: torch.device,
+        score_last: bool = True,
     ) -> None:
+        self.score_last = score_last
         self.clips = clips
         self.input_frames = input_frames
         self.eval_every = eval_every
@@ -81,7 +84,7 @@ class Validation:
 
     def due(self, done: int) -> bool:
         every = self.eval_every is not None and done % self.eval_every == 0
-        return every or done == self.steps
+        return every or (self.score_last and done == self.steps)
 
     def after_step(self, done: int, step: int, network: Backbone) -> dict[str, float]:
         if not self.due(done):

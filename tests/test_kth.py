@@ -279,6 +279,8 @@ def test_embedded_stand_in_has_the_benchmark_geometry(tmp_path: Path) -> None:
     assert train.std() > 10
     meta = load_meta(tmp_path / "out")
     assert meta["stand_in"] is True and "NOT the real KTH" in meta["description"]
+    # The stand-in carries the section's protocol name but stays labelled a stand-in.
+    assert meta["protocol"] == "avi"
     assert meta["counts"] == {"train_clips": 6, "val_clips": 2, "test_clips": 3}
     assert meta["val_rule"] == "persons [3] held out of the training persons"
 

@@ -61,6 +61,16 @@ def test_scores_every_eval_every_and_the_last_iteration_and_keeps_the_best() -> 
     assert scored == pytest.approx({3: 16 * 0.25**2, 6: 16 * 0.5**2, 8: 16 * 0.75**2})
     assert (validation.best_step, validation.best_mse) == (102, pytest.approx(1.0))
     assert float(validation.best_state["value"]) == 0.25
+    stage_one = Validation(
+        black_clips(),
+        2,
+        eval_every=None,
+        steps=8,
+        batch_size=2,
+        device=torch.device("cpu"),
+        score_last=False,
+    )
+    assert [done for done in range(1, 9) if stage_one.due(done)] == []
 
 
 def tiny_params(raw: dict[str, Any], checkpoint: str) -> dict[str, Any]:
@@ -92,8 +102,9 @@ def test_training_logs_val_mse_keeps_best_and_evaluate_scores_the_chosen_one(
     with (out / "train_log.csv").open() as file:
         rows = list(csv.DictReader(file))
     scored = {int(row["step"]): float(row["val_mse"]) for row in rows if row["val_mse"]}
-    # Stage one: its iterations 2 and 3 (the last); stage two: run steps 4 and 6.
-    assert sorted(scored) == [1, 2, 4, 6]
+    # Stage one: its iteration 2 only (every 2; no forced last); stage two: run steps 4
+    # and 6 (every 2, and the last).
+    assert sorted(scored) == [1, 4, 6]
     best_step = min((4, 6), key=lambda step: scored[step])
     _, best = load_inference_model(out / "model_best.pt")
     _, last = load_inference_model(out / "model.pt")
