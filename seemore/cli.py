@@ -106,6 +106,9 @@ def _train_job(
         seed=seed,
         params_hash=params_hash,
         device=resolve_device(params.experiment.device),
+        checkpoint_every=params.experiment.checkpoint_every,
+        log_every=params.experiment.log_every,
+        compile=params.experiment.compile,
     )
 
 
@@ -275,6 +278,12 @@ def cmd_dvc_yaml(args: argparse.Namespace) -> None:
     temp.write_text(text)
     temp.replace(pipeline.DVC_YAML)
     print(f"wrote {pipeline.DVC_YAML}")
+
+
+def cmd_status(args: argparse.Namespace, params: Params) -> None:
+    from seemore.status import format_statuses, run_statuses
+
+    print(format_statuses(run_statuses(params)))
 
 
 def cmd_check(args: argparse.Namespace, params: Params) -> None:
@@ -447,7 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--variant", choices=_registries()["variant"].names(), help="stage two: the variant"
     )
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--quiet", action="store_true", help="no progress bar (log lines are still printed)"
+    )
 
     evaluate = command(
         "evaluate", cmd_evaluate, True, "metrics of one trained run on the test split"
@@ -505,6 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("dvc-yaml", cmd_dvc_yaml, False, "write dvc.yaml from params.yaml")
 
     command("check", cmd_check, True, "validate params.yaml")
+    command("status", cmd_status, True, "stage, step, last loss and ETA of every run")
 
     fetch = command(
         "fetch-weights",

@@ -46,7 +46,8 @@ class ReferenceGPU:
     basis: str
 
 
-# Training runs under bf16 autocast on CUDA (seemore.train.autocast_for): bf16 peaks.
+# Training runs under bf16 autocast on CUDA where the GPU supports it natively
+# (seemore.train.precision_for): bf16 peaks.
 REFERENCE_GPUS = {
     "h100-sxm": ReferenceGPU("NVIDIA H100 SXM", 989e12, "bf16 dense tensor-core peak"),
     "a100-sxm": ReferenceGPU("NVIDIA A100 SXM", 312e12, "bf16 dense tensor-core peak"),

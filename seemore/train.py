@@ -1,19 +1,25 @@
-"""The training loop: one place for stage one and stage two of every variant (DESIGN.md §5).
+"""The training loop: one place for stage one and stage two of every variant (DESIGN.md §5, §8).
 
 Stage one trains the variant's objective (plain or BDN) from scratch with Adam; stage two
 starts from the stage-one checkpoint (weights and Adam moments) and continues the same
 objective with the variant's stage-two updater (plain Adam fine-tuning or LMA). Only the
 forward network is saved as the inference model.
+
+A stage survives being killed: every `checkpoint_every` steps and on SIGTERM/SIGINT it writes
+a partial checkpoint (weights, optimizer/LMA state, log, every random stream) under
+`resume/` (seemore/checkpoint.py); the next run of the same stage with the same params
+continues from it and ends bit-identical on CPU to a run that was never interrupted.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
+import os
 import random
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,14 +31,26 @@ from tqdm import tqdm
 
 from seemore import distributed
 from seemore.backbones import Backbone, BackboneConfig, BackboneKind, ClipGeometry, build_backbone
+from seemore.checkpoint import (
+    CHECKPOINT_FORMAT,
+    PARTIAL_CHECKPOINT,
+    RESUME_ROOT,
+    CheckpointError,
+    clear_resume,
+    load_checkpoint,
+    resume_base,
+    resume_dir,
+    save_atomic,
+)
 from seemore.config import MethodConfig, TrainingConfig
 from seemore.data import DataConfig
-from seemore.data.base import Benchmark, atomic_write_bytes, to_unit_float
-from seemore.method.sampling import sampling_mask, schedule_iteration
+from seemore.data.base import Benchmark
+from seemore.method.sampling import schedule_iteration
+from seemore.method.updater import PassCounter
 from seemore.method.variants import Variant, build_objective, build_updater
+from seemore.producer import BatchProducer, MaskStream, stream_seed
+from seemore.progress import PROGRESS_FILE, ProgressLog, TrainingDiverged, write_csv
 from seemore.validation import Validation, model_file
-
-CHECKPOINT_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -50,6 +68,11 @@ class TrainJob:
     seed: int
     params_hash: str
     device: torch.device
+    # experiment.checkpoint_every / log_every / compile: how the loop runs, never what it
+    # computes (not hashed).
+    checkpoint_every: int = 1000
+    log_every: int = 100
+    compile: bool = False
 
 
 def resolve_device(name: str) -> torch.device:
@@ -60,11 +83,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def autocast_for(device: torch.device) -> Callable[[], AbstractContextManager[object]]:
-    """bf16 autocast on CUDA; full precision on CPU (deterministic, and CPU bf16 is slow)."""
-    if device.type == "cuda":
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext
+def precision_for(device: torch.device) -> tuple[str, Callable[[], AbstractContextManager[object]]]:
+    """The forward pass's precision and its autocast: bf16 only on a CUDA device that runs it
+    natively, else full fp32 (CPU runs fp32: deterministic, and CPU bf16 is slow). Master
+    weights, optimizer state and LMA's lookahead θ − a·u stay fp32 either way."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False):
+        return "bf16-autocast", lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return "fp32", contextlib.nullcontext
 
 
 def seed_everything(seed: int) -> None:
@@ -75,24 +100,66 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
-def save_atomic(obj: Any, path: Path) -> None:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write_bytes(path, lambda file: file.write(buffer.getbuffer()))
+def process_rng_state() -> dict[str, Any]:
+    """The process-wide random streams (python, numpy, torch CPU and CUDA) as plain data."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": (kind, keys.tolist(), position, has_gauss, cached),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint missing; run the stage that writes it first")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a seemore checkpoint of format {CHECKPOINT_FORMAT}")
-    return checkpoint
+def restore_process_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    kind, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _network_factory(job: TrainJob) -> tuple[ClipGeometry, Callable[[], Backbone]]:
     geometry = job.benchmark.geometry(job.data)
     return geometry, lambda: build_backbone(job.backbone_name, job.backbone, geometry)
+
+
+@contextlib.contextmanager
+def _stop_requests() -> Iterator[list[int]]:
+    """SIGTERM/SIGINT (SLURM preemption, Ctrl-C) only note the signal: the loop checkpoints
+    at the next step boundary and then ends the process by that signal."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in previous:
+        signal.signal(sig, lambda signum, _frame: received.append(signum))
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _die_by(signum: int) -> None:
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def _load_partial(path: Path, job: TrainJob, stage: int, steps: int) -> dict[str, Any]:
+    partial = load_checkpoint(path)
+    if partial.get("kind") != "partial" or partial.get("stage") != stage:
+        raise CheckpointError(f"{path}: not a partial checkpoint of stage {stage}")
+    if partial["params_hash"] != job.params_hash:
+        raise CheckpointError(
+            f"{path}: partial checkpoint of params hash {partial['params_hash']}, but the "
+            f"current params give {job.params_hash}; refused. Delete it to start afresh"
+        )
+    if not 0 < partial["done"] < steps:
+        raise CheckpointError(f"{path}: {partial['done']} steps done, expected 1..{steps - 1}")
+    return partial
 
 
 def train_stage(
@@ -103,15 +170,20 @@ def train_stage(
     stage1_hash: str | None = None,
     progress: bool = True,
     stage1_path: Path | None = None,
+    resume_root: Path = RESUME_ROOT,
 ) -> Path:
     """Train one stage and write `stage<k>.pt` (stage two also `model.pt`, `train_log.csv`).
 
-    Stage two starts from `stage1_path` (default `out_dir/stage1.pt`; the pipeline shares one
-    stage one between the variants of an objective) and refuses a stage-one checkpoint whose
-    params hash is not `stage1_hash`.
+    Continues from this stage's partial checkpoint under `resume_root` when one exists for
+    the job's params hash. Stage two starts from `stage1_path` (default `out_dir/stage1.pt`;
+    the pipeline shares one stage one between the variants of an objective) and refuses it
+    when its params hash is not `stage1_hash`. `progress` shows a live bar besides the log
+    lines printed every `log_every` steps.
     """
     if stage not in (1, 2):
         raise ValueError(f"stage must be 1 or 2, got {stage}")
+    output = out_dir / f"stage{stage}.pt"
+    label = str(out_dir)
     seed_everything(job.seed)
     if job.device.type == "cpu":
         torch.use_deterministic_algorithms(True)
@@ -121,11 +193,54 @@ def train_stage(
         build_objective(job.variant, make_network, job.method).to(job.device),
         job.training.batch_size,
     )
+    stage_config = job.training.stage1 if stage == 1 else job.training.stage2
+    steps = stage_config.steps
+    precision, autocast = precision_for(job.device)
+    updater = build_updater(job.variant, stage, objective, job.training, job.method, autocast)
 
-    history: list[dict[str, float]] = []
+    partial_dir = resume_dir(output, job.params_hash, resume_root)
+    partial_path = partial_dir / PARTIAL_CHECKPOINT
+    base = resume_base(output, resume_root)
+    others = sorted(
+        p.parent.name
+        for p in base.glob(f"*/{PARTIAL_CHECKPOINT}")
+        if p.parent.name != job.params_hash
+    )
+    if others:
+        print(
+            f"{label}: not continuing the partial checkpoint(s) of other params {others} "
+            f"under {base}: they were trained with other params",
+            flush=True,
+        )
+
+    data_rng = np.random.default_rng([job.seed, stage, 0])
+    masks = None
+    if objective.forward_network.kind is BackboneKind.STEP_WISE:
+        masks = MaskStream(
+            stage_config.scheduled_sampling,
+            job.training.batch_size,
+            geometry.input_frames,
+            geometry.total_frames,
+            job.device,
+            stream_seed(job.seed, stage, 1),
+        )
+    history: list[dict[str, Any]] = []
     previous_stats: dict[str, Any] = {}
-    start_step = 0
-    if stage == 2:
+    start_step = 0  # global step of this stage's first step (stage two follows stage one)
+    done, seconds = 0, 0.0
+    partial = _load_partial(partial_path, job, stage, steps) if partial_path.is_file() else None
+    if partial is not None:
+        objective.load_state_dict(partial["objective"])
+        updater.load_state_dict(partial["optimizer"])
+        updater.passes = PassCounter.from_dict(partial["passes"])
+        history, previous_stats = partial["log"], partial["stats"]
+        start_step, done, seconds = partial["start_step"], partial["done"], partial["seconds"]
+        data_rng.bit_generator.state = partial["rng"]["data"]
+        if masks is not None:
+            masks.load_state(partial["rng"]["masks"])
+        restore_process_rng_state(partial["rng"]["process"])
+        print(f"{label}: continuing stage {stage} from step {done} ({partial_path})", flush=True)
+    elif stage == 2:
         stage1_path = stage1_path or out_dir / "stage1.pt"
         stage1 = load_checkpoint(stage1_path)
         if stage1_hash is not None and stage1["params_hash"] != stage1_hash:
@@ -134,77 +249,133 @@ def train_stage(
                 f"but the current params give {stage1_hash}; re-run stage one"
             )
         objective.load_state_dict(stage1["objective"])
-        history = stage1["log"]
-        previous_stats = stage1["stats"]
-        start_step = stage1["step"]
-
-    stage_config = job.training.stage1 if stage == 1 else job.training.stage2
-    autocast = autocast_for(job.device)
-    updater = build_updater(job.variant, stage, objective, job.training, job.method, autocast)
-    if stage == 2:
         updater.resume_moments(stage1["optimizer"])
-    # Separate, seeded streams: which clips are drawn, and which frames are sampled true.
-    data_rng = np.random.default_rng([job.seed, stage, 0])
-    mask_rng = np.random.default_rng([job.seed, stage, 1])
-    batches = job.benchmark.train_batches(job.data, prepared_dir, job.training.batch_size, data_rng)
-    step_wise = objective.forward_network.kind is BackboneKind.STEP_WISE
-    total = geometry.total_frames
+        history, previous_stats, start_step = stage1["log"], stage1["stats"], stage1["step"]
 
     validation = Validation(
         job.benchmark.val_clips(job.data, prepared_dir),
         geometry.input_frames,
         stage_config.eval_every,
-        stage_config.steps,
+        steps,
         job.training.batch_size,
         job.device,
         score_last=stage == 2,
     )
-    objective.train()
-    started = time.perf_counter()
-    bar = tqdm(
-        range(stage_config.steps),
-        desc=f"stage {stage} {job.backbone_name}/{job.variant_name}/seed{job.seed}",
-        disable=not progress,
-        mininterval=2.0,
+    if partial is not None:
+        validation.load_state_dict(partial["validation"])
+    log = ProgressLog(
+        label=label,
+        stage=stage,
+        steps=steps,
+        csv_path=out_dir / "train_log.csv" if stage == 2 else partial_dir / "train_log.csv",
+        status_path=partial_dir / PROGRESS_FILE,
+        history=history,
+        tensorboard_dir=out_dir / "tensorboard" / f"stage{stage}",
     )
-    for step in bar:
-        global_step = start_step + step
-        clip = torch.from_numpy(to_unit_float(next(batches))).to(job.device)
-        mask = None
-        if step_wise:
-            mask = torch.from_numpy(
-                sampling_mask(
-                    stage_config.scheduled_sampling,
-                    schedule_iteration(stage_config.scheduled_sampling, global_step, start_step),
-                    clip.shape[0],
-                    geometry.input_frames,
-                    total,
-                    mask_rng,
-                )
-            ).to(job.device)
-        logs = updater.step(clip, mask)
-        if job.training.reverse_input:
-            reversed_logs = updater.step(clip.flip(1), mask)
-            logs["loss_reversed_input"] = reversed_logs["loss"]
-        logs.update(validation.after_step(step + 1, global_step, objective.forward_network))
-        history.append({"stage": stage, "step": global_step, **logs})
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{logs['loss']:.4f}")
-    seconds = time.perf_counter() - started
+    data_state: dict[str, Any] = data_rng.bit_generator.state
+
+    def checkpoint_partial() -> None:
+        partial = {
+            "format": CHECKPOINT_FORMAT,
+            "kind": "partial",
+            "stage": stage,
+            "done": done,
+            "start_step": start_step,
+            "seconds": seconds + time.perf_counter() - started,
+            "params_hash": job.params_hash,
+            "objective": objective.state_dict(),
+            "optimizer": updater.state_dict(),
+            "passes": updater.passes.as_dict(),
+            "validation": validation.state_dict(),
+            "log": log.history,
+            "stats": previous_stats,
+            "rng": {
+                "data": data_state,
+                "masks": None if masks is None else masks.state(),
+                "process": process_rng_state(),
+            },
+        }
+        save_atomic(partial, partial_path)
+
+    def diverged(reason: str) -> TrainingDiverged:
+        kept = (
+            f"the last good checkpoint is kept: {partial_path}"
+            if partial_path.is_file()
+            else "no checkpoint was written yet"
+        )
+        return TrainingDiverged(
+            f"{reason}; training stopped, {kept}. Check the learning rates and loss weights"
+        )
+
+    def flush() -> None:
+        try:
+            log.flush(done)
+        except TrainingDiverged as error:
+            raise diverged(str(error)) from None
+
+    def check_parameters(step: int) -> None:
+        bad = non_finite_parameters(objective)
+        if bad:
+            raise diverged(
+                f"{label}: training diverged at stage {stage} step {step}: parameters became "
+                f"non-finite ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''})"
+            )
+
+    objective.train()
+    log.start(done)
+    producer = BatchProducer(
+        job.benchmark.train_batches(job.data, prepared_dir, job.training.batch_size, data_rng),
+        data_rng,
+        job.device,
+    )
+    bar = tqdm(total=steps, initial=done, desc=label, disable=not progress, mininterval=2.0)
+    started = time.perf_counter()
+    try:
+        with _stop_requests() as stop:
+            while done < steps:
+                global_step = start_step + done
+                clip, data_state = producer.next()
+                mask = None
+                if masks is not None:
+                    masks_config = stage_config.scheduled_sampling
+                    mask = masks(schedule_iteration(masks_config, global_step, start_step))
+                logs = updater.step(clip, mask)
+                if job.training.reverse_input:
+                    logs["loss_reversed_input"] = updater.step(clip.flip(1), mask)["loss"]
+                done += 1
+                logs.update(validation.after_step(done, global_step, objective.forward_network))
+                log.record({"stage": stage, "step": global_step}, logs)
+                bar.update()
+                save = done < steps and (done % job.checkpoint_every == 0 or bool(stop))
+                if save or done % job.log_every == 0 or done == steps:
+                    flush()  # a checkpoint holds only rows that passed the guard
+                if save:
+                    check_parameters(global_step)
+                    checkpoint_partial()
+                    if stop:
+                        print(f"{label}: signal {stop[0]}: checkpointed at step {done}", flush=True)
+                        _die_by(stop[0])
+    finally:
+        producer.close()
+        bar.close()
+        log.close()
+    seconds += time.perf_counter() - started
 
     stats = {
         **previous_stats,
         f"stage{stage}": {
-            "steps": stage_config.steps,
+            "steps": steps,
             "seconds": seconds,
-            "seconds_per_step": seconds / stage_config.steps,
+            "seconds_per_step": seconds / steps,
+            "precision": precision,
+            "compiled": job.compile,
             **updater.passes.as_dict(),
         },
     }
     checkpoint = {
         "format": CHECKPOINT_FORMAT,
         "stage": stage,
-        "step": start_step + stage_config.steps,
+        "step": start_step + steps,
         "seed": job.seed,
         "params_hash": job.params_hash,
         "dataset_title": job.benchmark.title,
@@ -212,13 +383,12 @@ def train_stage(
         "variant": job.variant_name,
         "objective": objective.state_dict(),
         "optimizer": updater.state_dict(),
-        "log": history,
+        "log": log.history,
         "stats": stats,
     }
-    path = out_dir / f"stage{stage}.pt"
-    save_atomic(checkpoint, path)
+    check_parameters(start_step + steps - 1)
     if stage == 2:
-        last = start_step + stage_config.steps - 1
+        last = start_step + steps - 1
         network = objective.forward_network
         for selected, step, state in (
             ("last", last, None),
@@ -228,8 +398,18 @@ def train_stage(
                 network.load_state_dict(state)
             selection = {"selected": selected, "step": step, "recipe": job.training.recipe}
             save_inference_model(network, job, stats, out_dir / model_file(selected), selection)
-        write_train_log(history, out_dir / "train_log.csv")
-    return path
+        write_csv(log.history, out_dir / "train_log.csv")
+    save_atomic(checkpoint, output)
+    clear_resume(output, resume_root)
+    return output
+
+
+def non_finite_parameters(objective: torch.nn.Module) -> list[str]:
+    """Names of parameters holding a NaN or inf, read with one transfer. Checked before every
+    checkpoint: a step can leave non-finite weights although its own loss was finite."""
+    named = list(objective.named_parameters())
+    finite = torch.stack([torch.isfinite(p).all() for _, p in named]).tolist()
+    return [name for (name, _), ok in zip(named, finite, strict=True) if not ok]
 
 
 def save_inference_model(
@@ -270,15 +450,3 @@ def load_inference_model(path: Path) -> tuple[Backbone, dict[str, Any]]:
     network.load_state_dict(saved["state_dict"])
     network.eval()
     return network, saved
-
-
-def write_train_log(history: list[dict[str, float]], path: Path) -> None:
-    columns: list[str] = []
-    for row in history:
-        columns.extend(key for key in row if key not in columns)
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=columns, restval="")
-    writer.writeheader()
-    writer.writerows(history)
-    payload = text.getvalue().encode()
-    atomic_write_bytes(path, lambda file: file.write(payload))

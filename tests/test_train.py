@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +14,11 @@ import torch
 
 from seemore import pipeline
 from seemore.backbones import BACKBONES
+from seemore.checkpoint import resume_dir
 from seemore.config import validate_params
 from seemore.data import DATASETS
 from seemore.method.variants import VARIANTS
+from seemore.progress import TrainingDiverged
 from seemore.train import (
     TrainJob,
     load_checkpoint,
@@ -23,14 +28,20 @@ from seemore.train import (
 )
 
 
-def tiny(embedded_raw: dict[str, Any], **stage2: Any) -> Any:
+@pytest.fixture(autouse=True)
+def in_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Partial checkpoints go to ./resume, as in a real workspace."""
+    monkeypatch.chdir(tmp_path)
+
+
+def tiny(embedded_raw: dict[str, Any], steps: int = 2, **stage2: Any) -> Any:
     raw = embedded_raw
     raw["data"]["moving_mnist"].update(image_size=16, test_clips=4)
     raw["models"]["moving_mnist"]["convlstm"].update(num_hidden=[4], patch_size=4)
     training = raw["training"]["moving_mnist"]
     training.update(batch_size=2)
     training["stage1"]["steps"] = 3
-    training["stage2"].update(steps=2, **stage2)
+    training["stage2"].update(steps=steps, **stage2)
     return validate_params(raw)
 
 
@@ -156,3 +167,90 @@ def test_stage_two_updaters_continue_stage_one_moments(
     for index, state in moments.items():
         assert torch.equal(lma.exp_avg[names[index]], state["exp_avg"])
         assert torch.equal(lma.exp_avg_sq[names[index]], state["exp_avg_sq"])
+
+
+def with_stage1(job_: TrainJob, **changes: Any) -> TrainJob:
+    training = job_.training
+    stage1 = training.stage1.model_copy(update=changes)
+    return dataclasses.replace(job_, training=training.model_copy(update={"stage1": stage1}))
+
+
+def test_a_non_finite_loss_stops_at_once_naming_run_step_and_term(
+    prepared: Path, tmp_path: Path, embedded_raw: dict[str, Any]
+) -> None:
+    # lr 1e30: the first Adam step leaves finite but huge weights; step 1's loss is inf.
+    diverging = dataclasses.replace(
+        with_stage1(job(tiny(embedded_raw)), lr=1e30, steps=50), checkpoint_every=1, log_every=4
+    )
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDiverged) as raised:
+        train_stage(diverging, 1, prepared, out, progress=False)
+    message = str(raised.value)
+    assert message.startswith(f"{out}: training diverged at stage 1 step 1: loss term ")
+    assert "'loss_forward' = inf" in message or "'loss_forward' = nan" in message
+    # Found at the first log boundary (4 steps), not at the end of the 50 steps; the last
+    # checkpoint written is the one before the bad step, and nothing looks finished.
+    partial = resume_dir(out / "stage1.pt", diverging.params_hash) / "checkpoint.pt"
+    assert f"the last good checkpoint is kept: {partial}" in message
+    assert load_checkpoint(partial)["done"] == 1
+    assert not (out / "stage1.pt").exists()
+
+
+def test_non_finite_weights_are_never_checkpointed(
+    prepared: Path, tmp_path: Path, embedded_raw: dict[str, Any]
+) -> None:
+    diverging = dataclasses.replace(
+        with_stage1(job(tiny(embedded_raw)), lr=float("inf")), checkpoint_every=1
+    )
+    with pytest.raises(TrainingDiverged, match=r"stage 1 step 0: parameters became non-finite"):
+        train_stage(diverging, 1, prepared, tmp_path / "run", progress=False)
+    assert not list(Path("resume").rglob("checkpoint.pt"))
+
+
+def test_the_log_grows_every_log_every_steps(
+    prepared: Path,
+    tmp_path: Path,
+    embedded_raw: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from seemore.producer import BatchProducer
+
+    params = tiny(embedded_raw, steps=6)
+    train_stage(job(params), 1, prepared, tmp_path)
+    capsys.readouterr()
+    stage2 = dataclasses.replace(job(params, stage=2), log_every=2)
+    drawn = [0]
+    original = BatchProducer.next
+
+    def crash_at_fifth_batch(self: BatchProducer) -> Any:
+        drawn[0] += 1
+        if drawn[0] == 5:
+            raise KeyboardInterrupt  # the job dies during stage two's step 4
+        return original(self)
+
+    monkeypatch.setattr(BatchProducer, "next", crash_at_fifth_batch)
+    with pytest.raises(KeyboardInterrupt):
+        train_stage(stage2, 2, prepared, tmp_path, progress=False)
+    # Stage one's 3 rows, then stage two's rows up to the last boundary (step 4 of 6).
+    with open(tmp_path / "train_log.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [(row["stage"], row["step"]) for row in rows] == [
+        ("1", "0"),
+        ("1", "1"),
+        ("1", "2"),
+        ("2", "3"),
+        ("2", "4"),
+        ("2", "5"),
+        ("2", "6"),
+    ]
+    timed = [row["step"] for row in rows if row["steps_per_s"]]
+    assert timed == ["2", "4", "6"] and all(float(row["eta_s"]) >= 0 for row in rows[-1:])
+    lines = [line for line in capsys.readouterr().out.splitlines() if " stage 2 step " in line]
+    assert [line.split(" stage 2 step ")[1].split()[0] for line in lines] == ["2/6", "4/6"]
+    assert "steps/s, ETA" in lines[-1] and "loss=" in lines[-1]
+    status = json.loads(
+        (resume_dir(tmp_path / "stage2.pt", stage2.params_hash) / "progress.json").read_text()
+    )
+    assert status["stage"] == 2 and status["step"] == 4 and status["steps"] == 6
+    assert status["loss"] == pytest.approx(float(rows[-1]["loss"]))

@@ -3,7 +3,7 @@ uses it too unless the variant meta-adapts the rates (LMA)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
@@ -15,6 +15,15 @@ from seemore.method.settings import LRScheduleConfig
 from seemore.schedules import build_schedule
 
 Autocast = Callable[[], AbstractContextManager[object]]
+# A step's named scalars: 0-dim tensors left on the device (read only at log boundaries, so
+# a step never waits for the device) or plain Python numbers known without reading it.
+StepLogs = dict[str, Tensor | float]
+
+
+def adam(parameters: Iterable[Tensor], lr: float) -> torch.optim.Adam:
+    """torch's fused Adam: one kernel per step and, unlike its per-tensor path, no `.item()`
+    of the step counters."""
+    return torch.optim.Adam(parameters, lr=lr, fused=True)
 
 
 @dataclass
@@ -28,6 +37,11 @@ class PassCounter:
     def as_dict(self) -> dict[str, int]:
         return {"forward_passes": self.forward, "backward_passes": self.backward, **self.extra}
 
+    @classmethod
+    def from_dict(cls, counts: dict[str, int]) -> PassCounter:
+        extra = {k: v for k, v in counts.items() if k not in ("forward_passes", "backward_passes")}
+        return cls(counts["forward_passes"], counts["backward_passes"], extra)
+
 
 class Updater:
     def __init__(self, objective: Objective, autocast: Autocast, grad_clip: float | None) -> None:
@@ -36,11 +50,11 @@ class Updater:
         self.grad_clip = grad_clip
         self.passes = PassCounter()
 
-    def step(self, clip: Tensor, sampling_mask: Tensor | None) -> dict[str, float]:
+    def step(self, clip: Tensor, sampling_mask: Tensor | None) -> StepLogs:
         """One optimisation step on a batch; returns named scalars for the training log."""
         raise NotImplementedError
 
-    def loss_and_backward(self, clip: Tensor, sampling_mask: Tensor | None) -> dict[str, float]:
+    def loss_and_backward(self, clip: Tensor, sampling_mask: Tensor | None) -> StepLogs:
         """Forward, backward and (optional) gradient clipping; gradients are left in `.grad`."""
         with self.autocast():
             result = self.objective(clip, sampling_mask)
@@ -49,10 +63,7 @@ class Updater:
         self.passes.backward += 1
         if self.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.objective.parameters(), self.grad_clip)
-        return {
-            "loss": float(result.loss.detach()),
-            **{k: float(v) for k, v in result.terms.items()},
-        }
+        return {"loss": result.loss.detach(), **result.terms}
 
     def state_dict(self) -> dict[str, object]:
         raise NotImplementedError
@@ -78,13 +89,13 @@ class AdamUpdater(Updater):
         updates: int = 1,
     ) -> None:
         super().__init__(objective, autocast, grad_clip)
-        self.optimizer = torch.optim.Adam(objective.parameters(), lr=lr)
+        self.optimizer = adam(objective.parameters(), lr)
         # False: `resume_moments` keeps the fresh moments (training.stage2.moments: fresh).
         self.resume = resume
         # The stage's lr schedule over its `updates` updates (constant when None).
         self.schedule = build_schedule(self.optimizer, schedule or LRScheduleConfig(), lr, updates)
 
-    def step(self, clip: Tensor, sampling_mask: Tensor | None) -> dict[str, float]:
+    def step(self, clip: Tensor, sampling_mask: Tensor | None) -> StepLogs:
         self.optimizer.zero_grad(set_to_none=True)
         logs = self.loss_and_backward(clip, sampling_mask)
         self.optimizer.step()
