@@ -82,7 +82,12 @@ def cmd_prepare(args: argparse.Namespace, params: Params) -> None:
 
 
 def _train_job(
-    params: Params, dataset: str, backbone: str, variant: str, label: str, seed: int,
+    params: Params,
+    dataset: str,
+    backbone: str,
+    variant: str,
+    label: str,
+    seed: int,
     params_hash: str,
 ) -> Any:
     from seemore.data import DATASETS

@@ -31,6 +31,7 @@ from seemore.data import DATASETS
 from seemore.method.lma import is_meta_update
 from seemore.method.settings import LMAConfig, MethodConfig
 from seemore.method.variants import VARIANTS, Variant, build_objective
+from seemore.validation import is_scored
 
 # Parameters, gradients-free: a stage checkpoint holds the weights and Adam's two moments of
 # every network the stage trains (LMA keeps the same two moments), all float32.
@@ -150,12 +151,11 @@ def lma_meta_steps(updates: int, lma: LMAConfig, updates_per_iteration: int) -> 
     return sum(is_meta_update(lma, update, updates_per_iteration) for update in range(updates))
 
 
-def validation_scorings(steps: int, eval_every: int | None) -> int:
-    """How often a stage scores the validation split: after every `eval_every`-th iteration
-    and after its last (seemore.validation.Validation.due)."""
-    if eval_every is None:
-        return 1
-    return steps // eval_every + (1 if steps % eval_every else 0)
+def validation_scorings(stage: int, steps: int, eval_every: int | None) -> int:
+    """How often a stage scores the validation split, by the training loop's own rule
+    (every `eval_every` iterations; stage two also after its last)."""
+    score_last = stage == 2
+    return sum(is_scored(done, steps, eval_every, score_last) for done in range(1, steps + 1))
 
 
 def objective_name(variant: Variant) -> str:
@@ -245,7 +245,7 @@ def build_plan(params: Params, assumptions: Assumptions, root: Path = Path("."))
             meta = 0
             if stage == 2 and variant.meta_adapted:
                 meta = lma_meta_steps(updates, method.lma, training.updates_per_iteration)
-            scorings = validation_scorings(stage_config.steps, stage_config.eval_every)
+            scorings = validation_scorings(stage, stage_config.steps, stage_config.eval_every)
             val_flops = None
             if val_clips is not None:
                 val_flops = scorings * val_clips * validation[key[:2]]

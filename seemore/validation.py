@@ -51,6 +51,13 @@ def validation_mse(
     return total / count
 
 
+def is_scored(done: int, steps: int, eval_every: int | None, score_last: bool) -> bool:
+    """Whether a stage scores validation after its `done`-th iteration (`seemore plan` counts
+    the scorings with it too)."""
+    every = eval_every is not None and done % eval_every == 0
+    return every or (score_last and done == steps)
+
+
 class Validation:
     """Scores the validation split every `eval_every` iterations (from 1, as the authors'
     `itr % test_interval == 0`) and, with `score_last` (stage two, whose best checkpoint must
@@ -83,8 +90,7 @@ class Validation:
         self.best_state: dict[str, Tensor] | None = None
 
     def due(self, done: int) -> bool:
-        every = self.eval_every is not None and done % self.eval_every == 0
-        return every or (self.score_last and done == self.steps)
+        return is_scored(done, self.steps, self.eval_every, self.score_last)
 
     def after_step(self, done: int, step: int, network: Backbone) -> dict[str, float]:
         if not self.due(done):

@@ -63,8 +63,8 @@ def test_passes_are_those_the_training_loop_takes(
     """Train a tiny seemore run with reverse_input and compare the loop's own pass counters
     with the plan: 3 iterations x 2 updates in stage one; stage two 5 x 2 = 10 updates. LMA
     cycle 3 with 1 meta step: counted per update, updates 0, 3, 6, 9 are meta steps; counted
-    per iteration (from 1), iteration 3's two updates are. One validation scoring per stage
-    (no eval_every: after the last iteration)."""
+    per iteration (from 1), iteration 3's two updates are. One validation scoring in stage
+    two (no eval_every: after its last iteration), none in stage one."""
     raw = tiny(embedded_raw, ["seemore"], reverse_input=True)
     raw["method"]["lma"]["cycle_unit"] = cycle_unit
     params_file = tmp_path / "params.yaml"
@@ -87,7 +87,7 @@ def test_passes_are_those_the_training_loop_takes(
     log = (directory / "train_log.csv").read_text().splitlines()
     column = log[0].split(",").index("val_mse")
     scored = [row for row in log[1:] if row.split(",")[column]]
-    assert len(scored) == run_plan.stage1.scorings + run_plan.stage2.scorings == 2
+    assert len(scored) == run_plan.stage1.scorings + run_plan.stage2.scorings == 1
 
 
 def _geometry(raw: dict[str, Any], dataset: str) -> Any:
@@ -205,8 +205,10 @@ def test_a_convolution_pass_is_three_forwards_counted_by_hand(groups: int) -> No
 
 
 def test_validation_scorings_by_hand() -> None:
-    # After iterations 4, 8 and the last, 10; 8 with eval_every 4: after 4 and 8; never
-    # asked: once, after the last.
-    assert validation_scorings(10, 4) == 3
-    assert validation_scorings(8, 4) == 2
-    assert validation_scorings(8, None) == 1
+    # Stage two: after iterations 4, 8 and the last, 10; after 4 and 8 when 8 is the last;
+    # never asked: once, after the last. Stage one: only every eval_every iterations.
+    assert validation_scorings(2, 10, 4) == 3
+    assert validation_scorings(2, 8, 4) == 2
+    assert validation_scorings(2, 8, None) == 1
+    assert validation_scorings(1, 10, 4) == 2
+    assert validation_scorings(1, 8, None) == 0
