@@ -84,6 +84,7 @@ COMMANDS = [
     "check",
     "status",
     "fetch-weights",
+    "dvc-yaml",
 ]
 
 
