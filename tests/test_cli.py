@@ -73,7 +73,19 @@ def _write(tmp_path: Path, raw: dict[str, Any]) -> Path:
     return params
 
 
-COMMANDS = ["prepare", "train", "evaluate", "report", "info", "use-preset", "plan", "check"]
+COMMANDS = [
+    "prepare",
+    "train",
+    "evaluate",
+    "report",
+    "info",
+    "use-preset",
+    "plan",
+    "check",
+    "status",
+    "fetch-weights",
+    "dvc-yaml",
+]
 
 
 @pytest.mark.parametrize("argv", [["--help"]] + [[name, "--help"] for name in COMMANDS])
@@ -243,6 +255,7 @@ def test_a_truncated_checkpoint_is_one_line(
     err = capsys.readouterr().err
     assert err.startswith("seemore train: error: ") and err.count("\n") == 1
     assert "checkpoint" in err and "truncated" in err and "re-run the stage" in err
+    assert "stage1.pt" in err
 
 
 def test_no_space_left_while_preparing_leaves_no_valid_looking_split(
