@@ -71,11 +71,9 @@ class ExperimentConfig(Section):
     seeds: list[NonNegativeInt] = Field(min_length=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # How the training loop runs, never what it computes (so not hashed): a partial
-    # checkpoint every `checkpoint_every` steps, a log row read out every `log_every` steps,
-    # and torch.compile for the training step.
+    # checkpoint every `checkpoint_every` steps and a log row read out every `log_every` steps.
     checkpoint_every: PositiveInt = 1000
     log_every: PositiveInt = 100
-    compile: bool = False
     # GPU jobs at once per GPU, each pinned to its own device (seemore/devices.py).
     jobs_per_gpu: PositiveInt = 1
     # GPUs one training run uses: > 1 trains with DDP under torchrun (seemore/distributed.py).

@@ -68,11 +68,10 @@ class TrainJob:
     seed: int
     params_hash: str
     device: torch.device
-    # experiment.checkpoint_every / log_every / compile: how the loop runs, never what it
-    # computes (not hashed).
+    # experiment.checkpoint_every / log_every: how the loop runs, never what it computes
+    # (not hashed).
     checkpoint_every: int = 1000
     log_every: int = 100
-    compile: bool = False
 
 
 def resolve_device(name: str) -> torch.device:
@@ -368,7 +367,6 @@ def train_stage(
             "seconds": seconds,
             "seconds_per_step": seconds / steps,
             "precision": precision,
-            "compiled": job.compile,
             **updater.passes.as_dict(),
         },
     }
