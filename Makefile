@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $(STAMP)
 
 # At most experiment.jobs_per_gpu GPU jobs per GPU, each pinned to its own device
-# (seemore/devices.py); 0 slots on a CPU-only machine, where nothing changes.
+# (seemore/devices.py); 0 slots on a CPU-only machine, where nothing changes. The target
+# comes first: --resources takes every word after it.
 run: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES) --resources gpu=$$($(BIN)/python -m seemore.devices) all
+	$(BIN)/snakemake all --cores $(CORES) --resources gpu=$$($(BIN)/python -m seemore.devices)
 
 # dvc.yaml is written from params.yaml (seemore/pipeline.py); re-write it after editing
 # experiment.datasets/backbones/variants.
