@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -342,6 +343,24 @@ def check_dvc_yaml(raw: Mapping[str, Any], path: Path = DVC_YAML) -> None:
             f"{path} is not the one params.yaml gives (experiment lists or section keys "
             "changed): run `seemore dvc-yaml`, then `dvc repro` again"
         )
+
+
+# --- a workspace of the repository ---------------------------------------------------------
+# What a clone holds that the tools read: the workflow, and the ignore files that decide what
+# git and DVC see (tests and benchmarks run the real ones in temp copies).
+WORKFLOW_FILES = ("Snakefile", ".gitignore", ".dvcignore")
+WORKFLOW_DIR = Path("workflow")
+# Snakemake finds its default profile in profiles/ beside the Snakefile: a link, as in the repo.
+PROFILES_LINK = Path("profiles")
+
+
+def copy_workflow(repo: Path, work: Path) -> None:
+    """Copy the repository's workflow files into the new workspace `work`."""
+    work.mkdir(parents=True)
+    for name in WORKFLOW_FILES:
+        shutil.copy(repo / name, work / name)
+    shutil.copytree(repo / WORKFLOW_DIR, work / WORKFLOW_DIR)
+    os.symlink(WORKFLOW_DIR / "profiles", work / PROFILES_LINK)
 
 
 # --- one orchestrator per workspace ---------------------------------------------------------

@@ -8,7 +8,6 @@ import copy
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,8 +23,6 @@ BIN = Path(sys.executable).parent
 DATASET = "moving_mnist"
 RUN = f"results/{DATASET}/convlstm/baseline/seed0"
 VARIANTS = ["baseline", "bdn", "lma", "seemore"]
-# Every file a workspace of the repository holds that the tools read (the real ones).
-WORKSPACE_FILES = ("Snakefile", ".gitignore", ".dvcignore")
 
 
 def tiny_params(embedded: dict[str, Any]) -> dict[str, Any]:
@@ -62,11 +59,7 @@ def run(
 def make_workspace(tmp_path: Path, params: dict[str, Any], name: str = "work") -> Path:
     """A copy of the repository's workflow files, params.yaml and the dvc.yaml it gives."""
     work = tmp_path / name
-    work.mkdir()
-    for file in WORKSPACE_FILES:
-        shutil.copy(REPO / file, work / file)
-    shutil.copytree(REPO / "workflow", work / "workflow")
-    os.symlink("workflow/profiles", work / "profiles")
+    pipeline.copy_workflow(REPO, work)
     write_params(work, params)
     run([str(BIN / "seemore"), "dvc-yaml"], work)
     return work
