@@ -196,3 +196,7 @@ def test_the_batch_must_divide_over_the_ranks(monkeypatch) -> None:
     command = distributed.torchrun_command(2, ["train", "--stage", "1"])
     assert "--nproc-per-node=2" in command
     assert command[-4:] == ["seemore.cli", "train", "--stage", "1"]
+    # The job's CPUs (SLURM's cpus_per_task = its --threads) are shared by its ranks.
+    shared = distributed.torchrun_command(2, ["train", "--threads", "4", "--seed", "0"])
+    assert shared[-5:] == ["train", "--threads", "2", "--seed", "0"]
+    assert distributed.torchrun_command(4, ["train", "--threads", "2"])[-1] == "1"

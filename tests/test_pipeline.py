@@ -408,7 +408,20 @@ def local_rules(work: Path) -> set[str]:
     return set(run([sys.executable, "-c", code], work).stdout.split())
 
 
-def test_slurm_profile_jobs_pass_the_plugins_own_checks(tmp_path: Path, embedded_raw: dict) -> None:
+@pytest.mark.parametrize(
+    ("experiment", "train_gpus", "evaluate_gpus"),
+    [({}, 1, 1), ({"gpus_per_run": 2}, 2, 1), ({"device": "cpu"}, 0, 0)],
+    ids=["default", "gpus_per_run_2", "cpu"],
+)
+def test_slurm_profile_jobs_pass_the_plugins_own_checks(
+    tmp_path: Path,
+    embedded_raw: dict,
+    experiment: dict[str, Any],
+    train_gpus: int,
+    evaluate_gpus: int,
+) -> None:
+    """The GPUs a cluster job requests follow params.yaml, not the submitting host (which has
+    none here); CPUs follow the job's threads."""
     from types import SimpleNamespace
 
     from snakemake_executor_plugin_slurm.submit_string import get_submit_command
@@ -416,7 +429,9 @@ def test_slurm_profile_jobs_pass_the_plugins_own_checks(tmp_path: Path, embedded
     from snakemake_executor_plugin_slurm.validation import validate_slurm_extra
     from snakemake_interface_common.exceptions import WorkflowError
 
-    work = make_workspace(tmp_path, tiny_params(embedded_raw))
+    params = tiny_params(embedded_raw)
+    params["experiment"].update(experiment)
+    work = make_workspace(tmp_path, params)
     jobs = dry_run_jobs(work, "--profile", "workflow/profiles/slurm")
     assert local_rules(work) == {"report", "all"}
     submit = {
@@ -434,6 +449,12 @@ def test_slurm_profile_jobs_pass_the_plugins_own_checks(tmp_path: Path, embedded
         "train_stage2",
         "evaluate",
     }
+    expected_gpus = {
+        "prepare": 0,
+        "train_stage1": train_gpus,
+        "train_stage2": train_gpus,
+        "evaluate": evaluate_gpus,
+    }
     for job in remote:
         fake = SimpleNamespace(resources=job["resources"], threads=job["threads"])
         validate_slurm_extra(fake)
@@ -441,10 +462,8 @@ def test_slurm_profile_jobs_pass_the_plugins_own_checks(tmp_path: Path, embedded
         # The CPUs SLURM grants are the threads the job's `seemore --threads` uses.
         assert f"--cpus-per-task={job['threads']}" in command
         assert job["threads"] == 4
-        if job["rule"] == "prepare":
-            assert "--gpus" not in set_gres_string(fake)
-        else:
-            assert set_gres_string(fake).strip() == "--gpus=1", job["rule"]
+        gpus = expected_gpus[job["rule"]]
+        assert set_gres_string(fake).strip() == (f"--gpus={gpus}" if gpus else ""), job["rule"]
     # What the profile used to do is what the plugin refuses.
     old = SimpleNamespace(resources=Resources(slurm_extra="'--gres=gpu:1'"), threads=1)
     with pytest.raises(WorkflowError):
