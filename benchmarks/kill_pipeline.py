@@ -3,11 +3,12 @@
 Two temp copies of the repository's workflow (its real Snakefile, profiles and .gitignore, as
 tests/test_pipeline.py builds them) run a tiny params file: one to the end without
 interruption (the reference, whose timeline also gives the kill moments), one killed 20 times.
-Each kill moment is a seeded random time of the reference run within the work the killed run
-has left, mapped to what was running then (a training job's step, a time into another job,
-or snakemake's own start-up); the killed run is watched and, once it reaches that point,
-snakemake and every job process are stopped and killed with SIGKILL at once (a point that
-goes by unreached, because the job finished first in this run, is drawn again). Then
+The kill moments are seeded random times of the reference run, each mapped to what was
+running then (a training job's step, a time into another job, or snakemake's own start-up);
+the killed run is watched and, once it reaches the next point, snakemake and every job
+process are stopped and killed with SIGKILL at once. A point that goes by unreached (its job
+finished first in this run) is skipped; when none are left, more are drawn from the work
+still left. Then
 `snakemake --cores 2 all` again (`snakemake --unlock` first when snakemake's own lock is left
 behind, as it asks), until all kills have happened and a run finishes. Finally every output
 of the two workspaces is compared: checkpoints and models tensor by tensor, JSON and CSV
@@ -35,6 +36,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -263,43 +265,62 @@ class Target:
     offset: float = 0.0
 
 
-def draw_target(
-    timeline: Timeline, work: Path, rng: random.Random, startup: bool = True
-) -> Target | None:
-    """A seeded random moment of the reference run within the work the killed run has left:
-    the windows of its unfinished jobs (a training job's from the step its partial checkpoint
-    holds) and, with `startup`, snakemake's start-up before the first job."""
-    done = partial_steps(work)
-    windows: list[tuple[float, float]] = []
+def _windows(timeline: Timeline, work: Path | None, startup: bool) -> list[tuple[float, float]]:
+    """Spans of the reference run to draw kill moments from: snakemake's start-up before the
+    first job and each job's run, or with `work` only what the killed run has left (its
+    unfinished jobs, a training job's from the step its partial checkpoint holds)."""
+    done = {} if work is None else partial_steps(work)
     first = min(t for name, t in timeline.started.items() if name != "check")
-    if startup:
-        windows.append((0.0, first))
+    windows = [(0.0, first)] if startup else []
     for name, start in timeline.started.items():
-        if name == "check" or outputs_done(work, name):
+        if name == "check" or (work is not None and outputs_done(work, name)):
             continue
         logged = [t for t, step in timeline.steps.get(name, []) if step <= done.get(name, 0)]
         windows.append((max([start, *logged]), timeline.ended[name]))
-    total = sum(end - start for start, end in windows)
-    if total <= 0:
-        return None
-    pick = rng.uniform(0, total)
+    return windows
+
+
+def _uniform(windows: list[tuple[float, float]], rng: random.Random) -> float:
+    pick = rng.uniform(0, sum(end - start for start, end in windows))
     for start, end in windows:
         if pick <= end - start:
-            at = start + pick
-            break
+            return start + pick
         pick -= end - start
-    if at < first and startup:
+    return windows[-1][1]
+
+
+def _target_at(at: float, timeline: Timeline, work: Path | None, rng: random.Random) -> Target:
+    """The point of the pipeline the reference had reached at `at`: a training job's step, a
+    time into another job (one of those running then, at random) or the start-up."""
+    jobs = {name: t for name, t in timeline.started.items() if name != "check"}
+    if at < min(jobs.values()):
         return Target(at, "startup", offset=at)
     live = sorted(
         name
-        for name, start in timeline.started.items()
-        if name != "check" and start <= at <= timeline.ended[name] and not outputs_done(work, name)
+        for name, start in jobs.items()
+        if start <= at <= timeline.ended[name] and (work is None or not outputs_done(work, name))
     )
     name = rng.choice(live)
     logged = [step for t, step in timeline.steps.get(name, []) if t <= at]
-    if name.startswith("train") and logged and logged[-1] > done.get(name, 0):
+    if name.startswith("train") and logged:
         return Target(at, "step", name, step=logged[-1])
-    return Target(at, "into", name, offset=at - timeline.started[name])
+    return Target(at, "into", name, offset=at - jobs[name])
+
+
+def planned_targets(timeline: Timeline, kills: int, rng: random.Random) -> list[Target]:
+    """`kills` seeded random moments over the whole reference run, in time order."""
+    windows = _windows(timeline, None, startup=True)
+    moments = sorted(_uniform(windows, rng) for _ in range(kills))
+    return [_target_at(at, timeline, None, rng) for at in moments]
+
+
+def left_target(timeline: Timeline, work: Path, rng: random.Random) -> Target | None:
+    """A seeded random moment within the work the killed run has left (when the planned
+    points have all gone by)."""
+    windows = _windows(timeline, work, startup=False)
+    if sum(end - start for start, end in windows) <= 0:
+        return None
+    return _target_at(_uniform(windows, rng), timeline, work, rng)
 
 
 @dataclass
@@ -307,7 +328,7 @@ class Kill:
     target: dict[str, Any]
     attempt: int
     after_s: float
-    redrawn: int  # targets whose point went by in this run (the job finished first)
+    skipped: int  # planned points that went by unreached in this run (their job finished)
     running: dict[str, Any]  # job -> its last logged step (training) or seconds into it
     partial_after: dict[str, int]
     processes_killed: int
@@ -328,15 +349,21 @@ def outputs_done(work: Path, job: str) -> bool:
 def attempt_until(
     process: subprocess.Popen[bytes],
     work: Path,
-    timeline: Timeline,
-    rng: random.Random,
+    plan: list[Target],
+    next_target: Callable[[], Target | None],
     attempt: int,
 ) -> Kill | None:
-    """Watch one snakemake run; kill it at a drawn target (None when it ended first)."""
+    """Watch one snakemake run; kill it at the first point of `plan` it reaches (None when
+    it ended first). Points whose job finishes before reaching them are dropped; once `plan`
+    is empty, `next_target` draws more."""
     start = time.monotonic()
-    target = draw_target(timeline, work, rng)
     seen_at: dict[str, float] = {}
-    redrawn = 0
+    skipped = 0
+
+    def pop() -> Target | None:
+        return plan.pop(0) if plan else next_target()
+
+    target = pop()
     while process.poll() is None and target is not None:
         now = time.monotonic() - start
         live = running_jobs(process.pid)
@@ -351,10 +378,11 @@ def attempt_until(
             reached = live_status and status["step"] >= target.step
         else:
             reached = target.job in live and now - seen_at[target.job] >= target.offset
-        if not reached and target.job not in live and outputs_done(work, target.job):
-            # Its point went by (the job finished first in this run): draw another.
-            redrawn += 1
-            target = draw_target(timeline, work, rng, startup=False)
+        gone_by = target.kind == "startup" and bool(live)
+        if not reached and (gone_by or (target.job not in live and outputs_done(work, target.job))):
+            # Its point went by (the job finished first in this run): the next one.
+            skipped += 1
+            target = pop()
             continue
         if reached:
             running: dict[str, Any] = {}
@@ -370,7 +398,7 @@ def attempt_until(
                 asdict(target),
                 attempt,
                 round(now, 2),
-                redrawn,
+                skipped,
                 running,
                 partial_steps(work),
                 count,
@@ -542,6 +570,7 @@ def main() -> None:
     print(f"reference: {timeline.total_s:.1f} s; jobs {timeline.started}", flush=True)
 
     rng = random.Random(args.seed)
+    plan = planned_targets(timeline, args.kills, rng)
     kills: list[Kill] = []
     resumes: list[dict[str, Any]] = []
     unlocks = attempt = 0
@@ -552,7 +581,9 @@ def main() -> None:
         process = snakemake(killed, log)
         kill = None
         if len(kills) < args.kills:
-            kill = attempt_until(process, killed, timeline, rng, attempt)
+            kill = attempt_until(
+                process, killed, plan, lambda: left_target(timeline, killed, rng), attempt
+            )
         else:
             process.wait()
         if kill is None and unlock_if_needed(process, killed, log):
