@@ -377,13 +377,15 @@ class Resources(dict):
 
 
 def dry_run_jobs(work: Path, *options: str) -> list[dict[str, Any]]:
-    """Each job of a dry run: its rule, whether it runs locally, threads and resources."""
+    """Each job of a dry run: its rule, whether it runs locally, inputs, threads, resources."""
     out = run([str(BIN / "snakemake"), "-n", "--cores", "8", *options, "all"], work).stdout
     jobs: list[dict[str, Any]] = []
     for line in out.splitlines():
         header = re.match(r"^(local)?rule (\w+):$", line)
         if header:
-            jobs.append({"rule": header[2], "local": bool(header[1]), "threads": 1})
+            jobs.append({"rule": header[2], "local": bool(header[1]), "threads": 1, "input": []})
+        elif jobs and line.strip().startswith("input:"):
+            jobs[-1]["input"] = line.split(":", 1)[1].strip().split(", ")
         elif jobs and line.strip().startswith("threads:"):
             jobs[-1]["threads"] = int(line.split(":")[1])
         elif jobs and line.strip().startswith("resources:"):
@@ -468,6 +470,40 @@ def test_slurm_profile_jobs_pass_the_plugins_own_checks(
     old = SimpleNamespace(resources=Resources(slurm_extra="'--gres=gpu:1'"), threads=1)
     with pytest.raises(WorkflowError):
         validate_slurm_extra(old)
+
+
+@pytest.mark.parametrize(
+    ("source", "lpips", "fetches"),
+    [("download", True, True), ("embedded", True, False), ("download", False, False)],
+)
+def test_lpips_weights_are_fetched_before_evaluation_only_where_data_is_downloaded(
+    tmp_path: Path, embedded_raw: dict, source: str, lpips: bool, fetches: bool
+) -> None:
+    """A workflow that downloads its data fetches LPIPS's weights in a step of its own before
+    every evaluation, on the submitting host; the embedded default (no network) has none."""
+    params = tiny_params(embedded_raw)
+    params["data"][DATASET]["source"] = source
+    params["evaluation"]["lpips"] = lpips
+    work = make_workspace(tmp_path, params)
+    record = str(pipeline.LPIPS_WEIGHTS_RECORD)
+    jobs = snakemake_jobs(work, "all")
+    assert jobs.count("fetch_weights") == int(fetches)
+    evaluate = [job for job in dry_run_jobs(work) if job["rule"] == "evaluate"]
+    assert len(evaluate) == len(VARIANTS)
+    assert all((record in job["input"]) == fetches for job in evaluate)
+    assert ("fetch_weights" in local_rules(work)) == fetches
+
+    stages = yaml.safe_load((work / "dvc.yaml").read_text())["stages"]
+    assert ("fetch_weights" in stages) == fetches
+    if fetches:
+        assert stages["fetch_weights"]["cmd"] == f"seemore fetch-weights --allow-offline > {record}"
+        assert stages["fetch_weights"]["always_changed"] is True
+        assert stages["fetch_weights"]["outs"] == [record]
+        git_dvc_init(work)
+        assert record in dvc_outputs(work) and record in snakemake_outputs(work)
+    for name, stage in stages.items():
+        if name.startswith("evaluate-"):
+            assert (record in stage["deps"]) == fetches, name
 
 
 def test_local_gpu_jobs_declare_their_gpus(tmp_path: Path, embedded_raw: dict) -> None:
