@@ -45,7 +45,12 @@ import numpy as np
 import yaml
 
 from seemore import pipeline
-from seemore.checkpoint import PARTIAL_CHECKPOINT, RESUME_ROOT, load_checkpoint
+from seemore.checkpoint import (
+    PARTIAL_CHECKPOINT,
+    RESUME_ROOT,
+    CheckpointError,
+    load_checkpoint,
+)
 from seemore.progress import PROGRESS_FILE
 
 REPO = Path(__file__).resolve().parent.parent
@@ -195,13 +200,18 @@ def kill_all(root: int) -> list[int]:
 # --- progress --------------------------------------------------------------------------------
 
 
+def files_named(root: Path, name: str) -> list[Path]:
+    """Files called `name` below `root`, read while jobs create and remove directories."""
+    return [Path(d) / name for d, _, files in os.walk(root) if name in files]
+
+
 def training_progress(work: Path) -> dict[str, dict[str, Any]]:
     """Job name -> its live progress.json (run, step, pid) of every unfinished stage."""
     found = {}
-    for path in (work / RESUME_ROOT).glob(f"**/{PROGRESS_FILE}"):
+    for path in files_named(work / RESUME_ROOT, PROGRESS_FILE):
         try:
             status = json.loads(path.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError):  # replaced or removed meanwhile
             continue
         # The run label is the stage's directory: .../stage1/<objective>/seed0 (stage one)
         # or .../<variant>/seed0.
@@ -212,8 +222,11 @@ def training_progress(work: Path) -> dict[str, dict[str, Any]]:
 def partial_steps(work: Path) -> dict[str, int]:
     """Job name -> steps done in its partial checkpoint (unfinished stages only)."""
     found = {}
-    for path in (work / RESUME_ROOT).glob(f"**/{PARTIAL_CHECKPOINT}"):
-        partial = load_checkpoint(path)
+    for path in files_named(work / RESUME_ROOT, PARTIAL_CHECKPOINT):
+        try:
+            partial = load_checkpoint(path)
+        except (OSError, CheckpointError):  # removed meanwhile (the stage completed)
+            continue
         # resume/<stage dir>/stage<k>.pt/<params hash>/checkpoint.pt; the stage dir ends in
         # <objective or variant>/seed0.
         which = path.parents[3].name
