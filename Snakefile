@@ -7,9 +7,12 @@ from seemore import devices, pipeline
 pipeline.refuse_if_dvc_running()
 PARAMS = pipeline.load_plan("params.yaml")
 RUNS = list(pipeline.runs(PARAMS))
-# GPUs each GPU job holds (0 on a CPU-only machine or with experiment.device: cpu).
-GPUS_PER_TRAIN = devices.rule_gpus(PARAMS, training=True)
-GPUS_PER_EVALUATE = devices.rule_gpus(PARAMS, training=False)
+# GPUs each GPU job holds (0 on a CPU-only machine or with experiment.device: cpu). A cluster
+# profile sets `cluster: true` (workflow/profiles/slurm): jobs run elsewhere, so they request
+# experiment.gpus_per_run GPUs whatever this host has.
+CLUSTER = bool(config.get("cluster", False))
+GPUS_PER_TRAIN = devices.rule_gpus(PARAMS, training=True, cluster=CLUSTER)
+GPUS_PER_EVALUATE = devices.rule_gpus(PARAMS, training=False, cluster=CLUSTER)
 
 wildcard_constraints:
     dataset="[^/]+",

@@ -67,10 +67,12 @@ def uses_gpus(params: Any) -> bool:
     return _experiment(params).get("device", "auto") != "cpu" and bool(visible_devices())
 
 
-def rule_gpus(params: Any, training: bool) -> int:
+def rule_gpus(params: Any, training: bool, cluster: bool = False) -> int:
     """GPUs one job holds: `experiment.gpus_per_run` for training, 1 for evaluation, 0 when
-    jobs run on the CPU."""
-    if not uses_gpus(params):
+    jobs run on the CPU. Under a cluster executor (`cluster`) jobs run on other machines: the
+    GPUs they request follow `experiment.device` alone, not the submitting host's devices."""
+    on_cpu = _experiment(params).get("device", "auto") == "cpu"
+    if on_cpu or not (cluster or uses_gpus(params)):
         return 0
     return int(_experiment(params).get("gpus_per_run", 1)) if training else 1
 

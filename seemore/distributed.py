@@ -13,8 +13,9 @@ and LMA's per-level rates stay identical across ranks (all-reduce hands every ra
 sum). The logged loss terms are the global-batch means. The batch size must divide by the
 number of ranks, so that the mean of the shard means is the global mean.
 
-Every rank then writes the same checkpoint bytes; writes are atomic (temp file, rename), so
-ranks writing one file only replace it with identical content.
+Every rank holds the same state, and rank 0 alone writes files (checkpoints, models, logs,
+progress) and clears the stage's partial checkpoint when it completes: no rank writes into a
+directory another one is removing. A resumed run's ranks all read the same partial checkpoint.
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ def world_size() -> int:
 
 def rank() -> int:
     return int(os.environ.get("RANK", "0"))
+
+
+def writes_files() -> bool:
+    """Whether this process writes the run's files: rank 0, or the only process."""
+    return rank() == 0
 
 
 def init(device_type: str) -> None:
@@ -116,9 +122,14 @@ def shard(objective: Objective, batch_size: int) -> Objective:
 
 
 def torchrun_command(processes: int, argv: list[str]) -> list[str]:
-    """`seemore <argv>` again, as `processes` ranks on this machine."""
+    """`seemore <argv>` again, as `processes` ranks on this machine. The job's `--threads`
+    (the CPUs a scheduler granted it) are shared between the ranks."""
     launcher = shutil.which("torchrun")
     prefix = [launcher] if launcher else [sys.executable, "-m", "torch.distributed.run"]
+    argv = list(argv)
+    for index, word in enumerate(argv[:-1]):
+        if word == "--threads":
+            argv[index + 1] = str(max(1, int(argv[index + 1]) // processes))
     return [
         *prefix,
         "--standalone",

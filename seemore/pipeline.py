@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,6 +207,41 @@ def stage_two_keys(params: Any, run: Run) -> list[str]:
     return keys
 
 
+def _get(section: Any, key: str, default: Any) -> Any:
+    if isinstance(section, Mapping):
+        return section.get(key, default)
+    return getattr(section, key, default)
+
+
+# LPIPS needs torchvision's AlexNet weights in the torch hub cache (`seemore fetch-weights`).
+# A workflow that downloads its data fetches them in a step of its own, before evaluation,
+# and records the outcome: "verified <path>", or offline one warning line (evaluation then
+# records LPIPS as unavailable, with the reason). The embedded default never touches the
+# network: it has no such step (evaluation records LPIPS unavailable when they are absent).
+LPIPS_WEIGHTS_RECORD = DATA_ROOT / "weights" / "lpips_alexnet.txt"
+FETCH_WEIGHTS_COMMAND = "seemore fetch-weights --allow-offline"
+
+
+def fetches_lpips_weights(params: Any) -> bool:
+    """Whether the workflow has the weights step: LPIPS on and a dataset downloaded."""
+    if not _get(lookup(params, "evaluation"), "lpips", True):
+        return False
+    data = lookup(params, "data")
+    return any(
+        _get(lookup(data, dataset), "source", "embedded") == "download"
+        for dataset in _list(_experiment(params), "datasets")
+    )
+
+
+def evaluate_inputs(params: Any, run: Run) -> list[str]:
+    """What evaluation reads or waits for: the prepared data, both models and, when the
+    workflow fetches them, the LPIPS weights' record."""
+    inputs = [str(prepared_dir(run.dataset)), *(str(run.directory / m) for m in EVALUATE_MODELS)]
+    if fetches_lpips_weights(params):
+        inputs.append(str(LPIPS_WEIGHTS_RECORD))
+    return inputs
+
+
 def keys_hash(params: Any, keys: tuple[str, ...] | list[str], **names: str) -> str:
     """Hash of the values of `keys` (with {dataset}/{backbone} filled from `names`)."""
     filled = [key.format(**names) for key in keys]
@@ -270,6 +306,15 @@ def dvc_stages(raw: Mapping[str, Any]) -> dict[str, Any]:
             # The raw download cache: kept between runs (persist), versioned and pushed.
             "outs": [{str(raw_dir(dataset)): {"persist": True}}, str(prepared_dir(dataset))],
         }
+    if fetches_lpips_weights(raw):
+        stages["fetch_weights"] = {
+            "cmd": f"{FETCH_WEIGHTS_COMMAND} > {LPIPS_WEIGHTS_RECORD}",
+            # The weights live outside the workspace (the torch hub cache): check them every
+            # run. The record only changes when the outcome does (e.g. back online), and only
+            # then does evaluation re-run.
+            "always_changed": True,
+            "outs": [str(LPIPS_WEIGHTS_RECORD)],
+        }
     one_seed = {**raw, "experiment": {**raw["experiment"], "seeds": [_SEED_SENTINEL]}}
     for job in stage_ones(one_seed):
         stages[f"train_stage1-{job.name}"] = {
@@ -298,10 +343,7 @@ def dvc_stages(raw: Mapping[str, Any]) -> dict[str, Any]:
         stages[f"evaluate-{run.name}"] = {
             "matrix": {"seed": "${experiment.seeds}"},
             "cmd": f"seemore evaluate {flags}",
-            "deps": [
-                str(prepared_dir(run.dataset)),
-                *(_seed_path(directory / name) for name in EVALUATE_MODELS),
-            ],
+            "deps": [_seed_path(Path(path)) for path in evaluate_inputs(raw, run)],
             "params": [key.format(dataset=run.dataset) for key in EVALUATE_KEYS],
             "outs": [_seed_path(directory / "samples.npz")],
             "metrics": [_seed_path(directory / "metrics.json")],
@@ -342,6 +384,24 @@ def check_dvc_yaml(raw: Mapping[str, Any], path: Path = DVC_YAML) -> None:
             f"{path} is not the one params.yaml gives (experiment lists or section keys "
             "changed): run `seemore dvc-yaml`, then `dvc repro` again"
         )
+
+
+# --- a workspace of the repository ---------------------------------------------------------
+# What a clone holds that the tools read: the workflow, and the ignore files that decide what
+# git and DVC see (tests and benchmarks run the real ones in temp copies).
+WORKFLOW_FILES = ("Snakefile", ".gitignore", ".dvcignore")
+WORKFLOW_DIR = Path("workflow")
+# Snakemake finds its default profile in profiles/ beside the Snakefile: a link, as in the repo.
+PROFILES_LINK = Path("profiles")
+
+
+def copy_workflow(repo: Path, work: Path) -> None:
+    """Copy the repository's workflow files into the new workspace `work`."""
+    work.mkdir(parents=True)
+    for name in WORKFLOW_FILES:
+        shutil.copy(repo / name, work / name)
+    shutil.copytree(repo / WORKFLOW_DIR, work / WORKFLOW_DIR)
+    os.symlink(WORKFLOW_DIR / "profiles", work / PROFILES_LINK)
 
 
 # --- one orchestrator per workspace ---------------------------------------------------------

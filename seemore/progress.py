@@ -88,6 +88,9 @@ class ProgressLog:
     history: list[Row]
     echo: Callable[[str], None] = _print_line
     tensorboard_dir: Path | None = None
+    # False on the other ranks of a data-parallel run: they keep the history and the guard but
+    # write and print nothing (rank 0 writes the same rows; seemore/distributed.py).
+    write_files: bool = True
     _pending: list[_Pending] = field(default_factory=list)
     _columns: list[str] = field(default_factory=list)
     _window: tuple[float, int] | None = None
@@ -95,9 +98,11 @@ class ProgressLog:
 
     def start(self, done: int) -> None:
         """Begin (or continue, after `done` steps of this stage) writing the log files."""
+        self._window = (time.perf_counter(), done)
+        if not self.write_files:
+            return
         write_csv(self.history, self.csv_path)
         self._columns = csv_columns(self.history)
-        self._window = (time.perf_counter(), done)
         if self.tensorboard_dir is not None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -137,6 +142,9 @@ class ProgressLog:
         eta = (self.steps - done) / rate if rate > 0 else math.inf
         self._window = (now, done)
         rows[-1].update(steps_per_s=round(rate, 4), eta_s=round(eta, 1))
+        if not self.write_files:
+            self.history.extend(rows)
+            return rows
         self._append(rows)
         self._report(rows, done, rate, eta)
         return rows

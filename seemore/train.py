@@ -197,6 +197,8 @@ def train_stage(
     precision, autocast = precision_for(job.device)
     updater = build_updater(job.variant, stage, objective, job.training, job.method, autocast)
 
+    # Data parallel: every rank holds the same state, rank 0 alone writes (distributed.py).
+    writer = distributed.writes_files()
     partial_dir = resume_dir(output, job.params_hash, resume_root)
     partial_path = partial_dir / PARTIAL_CHECKPOINT
     base = resume_base(output, resume_root)
@@ -270,10 +272,13 @@ def train_stage(
         status_path=partial_dir / PROGRESS_FILE,
         history=history,
         tensorboard_dir=out_dir / "tensorboard" / f"stage{stage}",
+        write_files=writer,
     )
     data_state: dict[str, Any] = data_rng.bit_generator.state
 
     def checkpoint_partial() -> None:
+        if not writer:
+            return
         partial = {
             "format": CHECKPOINT_FORMAT,
             "kind": "partial",
@@ -327,7 +332,9 @@ def train_stage(
         data_rng,
         job.device,
     )
-    bar = tqdm(total=steps, initial=done, desc=label, disable=not progress, mininterval=2.0)
+    bar = tqdm(
+        total=steps, initial=done, desc=label, disable=not (progress and writer), mininterval=2.0
+    )
     started = time.perf_counter()
     try:
         with _stop_requests() as stop:
@@ -385,6 +392,8 @@ def train_stage(
         "stats": stats,
     }
     check_parameters(start_step + steps - 1)
+    if not writer:
+        return output
     if stage == 2:
         last = start_step + steps - 1
         network = objective.forward_network

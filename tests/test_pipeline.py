@@ -8,7 +8,6 @@ import copy
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,8 +23,6 @@ BIN = Path(sys.executable).parent
 DATASET = "moving_mnist"
 RUN = f"results/{DATASET}/convlstm/baseline/seed0"
 VARIANTS = ["baseline", "bdn", "lma", "seemore"]
-# Every file a workspace of the repository holds that the tools read (the real ones).
-WORKSPACE_FILES = ("Snakefile", ".gitignore", ".dvcignore")
 
 
 def tiny_params(embedded: dict[str, Any]) -> dict[str, Any]:
@@ -62,11 +59,7 @@ def run(
 def make_workspace(tmp_path: Path, params: dict[str, Any], name: str = "work") -> Path:
     """A copy of the repository's workflow files, params.yaml and the dvc.yaml it gives."""
     work = tmp_path / name
-    work.mkdir()
-    for file in WORKSPACE_FILES:
-        shutil.copy(REPO / file, work / file)
-    shutil.copytree(REPO / "workflow", work / "workflow")
-    os.symlink("workflow/profiles", work / "profiles")
+    pipeline.copy_workflow(REPO, work)
     write_params(work, params)
     run([str(BIN / "seemore"), "dvc-yaml"], work)
     return work
@@ -384,13 +377,15 @@ class Resources(dict):
 
 
 def dry_run_jobs(work: Path, *options: str) -> list[dict[str, Any]]:
-    """Each job of a dry run: its rule, whether it runs locally, threads and resources."""
+    """Each job of a dry run: its rule, whether it runs locally, inputs, threads, resources."""
     out = run([str(BIN / "snakemake"), "-n", "--cores", "8", *options, "all"], work).stdout
     jobs: list[dict[str, Any]] = []
     for line in out.splitlines():
         header = re.match(r"^(local)?rule (\w+):$", line)
         if header:
-            jobs.append({"rule": header[2], "local": bool(header[1]), "threads": 1})
+            jobs.append({"rule": header[2], "local": bool(header[1]), "threads": 1, "input": []})
+        elif jobs and line.strip().startswith("input:"):
+            jobs[-1]["input"] = line.split(":", 1)[1].strip().split(", ")
         elif jobs and line.strip().startswith("threads:"):
             jobs[-1]["threads"] = int(line.split(":")[1])
         elif jobs and line.strip().startswith("resources:"):
@@ -415,7 +410,20 @@ def local_rules(work: Path) -> set[str]:
     return set(run([sys.executable, "-c", code], work).stdout.split())
 
 
-def test_slurm_profile_jobs_pass_the_plugins_own_checks(tmp_path: Path, embedded_raw: dict) -> None:
+@pytest.mark.parametrize(
+    ("experiment", "train_gpus", "evaluate_gpus"),
+    [({}, 1, 1), ({"gpus_per_run": 2}, 2, 1), ({"device": "cpu"}, 0, 0)],
+    ids=["default", "gpus_per_run_2", "cpu"],
+)
+def test_slurm_profile_jobs_pass_the_plugins_own_checks(
+    tmp_path: Path,
+    embedded_raw: dict,
+    experiment: dict[str, Any],
+    train_gpus: int,
+    evaluate_gpus: int,
+) -> None:
+    """The GPUs a cluster job requests follow params.yaml, not the submitting host (which has
+    none here); CPUs follow the job's threads."""
     from types import SimpleNamespace
 
     from snakemake_executor_plugin_slurm.submit_string import get_submit_command
@@ -423,7 +431,9 @@ def test_slurm_profile_jobs_pass_the_plugins_own_checks(tmp_path: Path, embedded
     from snakemake_executor_plugin_slurm.validation import validate_slurm_extra
     from snakemake_interface_common.exceptions import WorkflowError
 
-    work = make_workspace(tmp_path, tiny_params(embedded_raw))
+    params = tiny_params(embedded_raw)
+    params["experiment"].update(experiment)
+    work = make_workspace(tmp_path, params)
     jobs = dry_run_jobs(work, "--profile", "workflow/profiles/slurm")
     assert local_rules(work) == {"report", "all"}
     submit = {
@@ -441,6 +451,12 @@ def test_slurm_profile_jobs_pass_the_plugins_own_checks(tmp_path: Path, embedded
         "train_stage2",
         "evaluate",
     }
+    expected_gpus = {
+        "prepare": 0,
+        "train_stage1": train_gpus,
+        "train_stage2": train_gpus,
+        "evaluate": evaluate_gpus,
+    }
     for job in remote:
         fake = SimpleNamespace(resources=job["resources"], threads=job["threads"])
         validate_slurm_extra(fake)
@@ -448,14 +464,46 @@ def test_slurm_profile_jobs_pass_the_plugins_own_checks(tmp_path: Path, embedded
         # The CPUs SLURM grants are the threads the job's `seemore --threads` uses.
         assert f"--cpus-per-task={job['threads']}" in command
         assert job["threads"] == 4
-        if job["rule"] == "prepare":
-            assert "--gpus" not in set_gres_string(fake)
-        else:
-            assert set_gres_string(fake).strip() == "--gpus=1", job["rule"]
+        gpus = expected_gpus[job["rule"]]
+        assert set_gres_string(fake).strip() == (f"--gpus={gpus}" if gpus else ""), job["rule"]
     # What the profile used to do is what the plugin refuses.
     old = SimpleNamespace(resources=Resources(slurm_extra="'--gres=gpu:1'"), threads=1)
     with pytest.raises(WorkflowError):
         validate_slurm_extra(old)
+
+
+@pytest.mark.parametrize(
+    ("source", "lpips", "fetches"),
+    [("download", True, True), ("embedded", True, False), ("download", False, False)],
+)
+def test_lpips_weights_are_fetched_before_evaluation_only_where_data_is_downloaded(
+    tmp_path: Path, embedded_raw: dict, source: str, lpips: bool, fetches: bool
+) -> None:
+    """A workflow that downloads its data fetches LPIPS's weights in a step of its own before
+    every evaluation, on the submitting host; the embedded default (no network) has none."""
+    params = tiny_params(embedded_raw)
+    params["data"][DATASET]["source"] = source
+    params["evaluation"]["lpips"] = lpips
+    work = make_workspace(tmp_path, params)
+    record = str(pipeline.LPIPS_WEIGHTS_RECORD)
+    jobs = snakemake_jobs(work, "all")
+    assert jobs.count("fetch_weights") == int(fetches)
+    evaluate = [job for job in dry_run_jobs(work) if job["rule"] == "evaluate"]
+    assert len(evaluate) == len(VARIANTS)
+    assert all((record in job["input"]) == fetches for job in evaluate)
+    assert ("fetch_weights" in local_rules(work)) == fetches
+
+    stages = yaml.safe_load((work / "dvc.yaml").read_text())["stages"]
+    assert ("fetch_weights" in stages) == fetches
+    if fetches:
+        assert stages["fetch_weights"]["cmd"] == f"seemore fetch-weights --allow-offline > {record}"
+        assert stages["fetch_weights"]["always_changed"] is True
+        assert stages["fetch_weights"]["outs"] == [record]
+        git_dvc_init(work)
+        assert record in dvc_outputs(work) and record in snakemake_outputs(work)
+    for name, stage in stages.items():
+        if name.startswith("evaluate-"):
+            assert (record in stage["deps"]) == fetches, name
 
 
 def test_local_gpu_jobs_declare_their_gpus(tmp_path: Path, embedded_raw: dict) -> None:

@@ -1,8 +1,21 @@
+if pipeline.fetches_lpips_weights(PARAMS):
+
+    # LPIPS's AlexNet weights (into the torch hub cache), once, before any evaluation; offline
+    # the record holds the one-line reason and evaluation records LPIPS as unavailable. Back
+    # online, delete the record (or `snakemake -R fetch_weights`) to fetch them.
+    localrules:
+        fetch_weights,
+
+    rule fetch_weights:
+        output:
+            str(pipeline.LPIPS_WEIGHTS_RECORD),
+        shell:
+            pipeline.FETCH_WEIGHTS_COMMAND + " > {output}"
+
+
 rule evaluate:
     input:
-        "data/prepared/{dataset}",
-        RUN_DIR + "/model.pt",
-        RUN_DIR + "/model_best.pt",
+        lambda w: pipeline.evaluate_inputs(PARAMS, _run(w)),
     output:
         RUN_DIR + "/metrics.json",
         RUN_DIR + "/per_frame.csv",
