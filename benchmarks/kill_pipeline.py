@@ -8,11 +8,11 @@ running then (a training job's step, a time into another job, or snakemake's own
 the killed run is watched and, once it reaches the next point, snakemake and every job
 process are stopped and killed with SIGKILL at once. A point that goes by unreached (its job
 finished first in this run) is skipped; when none are left, more are drawn from the work
-still left. Then
-`snakemake --cores 2 all` again (`snakemake --unlock` first when snakemake's own lock is left
-behind, as it asks), until all kills have happened and a run finishes. Finally every output
-of the two workspaces is compared: checkpoints and models tensor by tensor, JSON and CSV
-field by field, the rest byte by byte; every difference is listed with its field.
+still left. Then `snakemake --cores 2 all` again (`snakemake --unlock` first when the killed
+snakemake left its lock behind, as the next run would ask), until all kills have happened and
+a run finishes. Finally every output of the two workspaces is compared: checkpoints and
+models tensor by tensor, JSON and CSV field by field, the rest byte by byte; every
+difference is listed with its field.
 
     nice -n 10 .venv/bin/python benchmarks/kill_pipeline.py [--kills 20] [--seed 11]
 
@@ -433,11 +433,11 @@ def snakemake(work: Path, log: Path) -> subprocess.Popen[bytes]:
     )
 
 
-LOCKED = "cannot be locked"
-
-
-def unlock_if_needed(process: subprocess.Popen[bytes], work: Path, log: Path) -> bool:
-    if process.returncode == 0 or LOCKED not in log.read_text():
+def unlock_if_locked(work: Path) -> bool:
+    """A killed snakemake leaves its lock behind, and the next run stops with "Directory
+    cannot be locked ... run snakemake --unlock": do as it says."""
+    locks = work / pipeline.SNAKEMAKE_LOCKS
+    if not (locks.is_dir() and any(locks.iterdir())):
         return False
     subprocess.run([str(BIN / "snakemake"), "--unlock"], cwd=work, check=True, capture_output=True)
     return True
@@ -589,6 +589,7 @@ def main() -> None:
     unlocks = attempt = 0
     while True:
         attempt += 1
+        unlocks += unlock_if_locked(killed)
         before = partial_steps(killed)
         log = logs / f"attempt{attempt:02d}.log"
         process = snakemake(killed, log)
@@ -599,10 +600,6 @@ def main() -> None:
             )
         else:
             process.wait()
-        if kill is None and unlock_if_needed(process, killed, log):
-            unlocks += 1
-            attempt -= 1
-            continue
         # Every training job that ran in this attempt and had a partial checkpoint: did it
         # continue from exactly that step?
         for name, done in before.items():
