@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from base64 import urlsafe_b64encode
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -347,16 +348,28 @@ class Kill:
     processes_killed: int
 
 
+def _incomplete(work: Path, output: Path) -> bool:
+    """Whether snakemake marked `output` incomplete (its job started and did not finish)."""
+    records = work / ".snakemake" / "incomplete"
+    names = (str(output.relative_to(work)), str(output))
+    return any((records / urlsafe_b64encode(n.encode()).decode()).exists() for n in names)
+
+
 def outputs_done(work: Path, job: str) -> bool:
+    """Whether `job` completed: the output it writes last exists and is not incomplete."""
     kind, _, which = job.partition(" ")
     base = work / "results" / DATASET / BACKBONE
-    return {
-        "prepare": (work / "data/prepared" / DATASET / "meta.json").is_file(),
-        "train_stage1": (base / "stage1" / which / "seed0" / "stage1.pt").is_file(),
-        "train_stage2": (base / which / "seed0" / "train_log.csv").is_file(),
-        "evaluate": (base / which / "seed0" / "metrics.json").is_file(),
-        "report": (work / "reports" / "ablation.csv").is_file(),
-    }.get(kind, False)
+    last = {
+        "prepare": work / "data/prepared" / DATASET / "meta.json",
+        "train_stage1": base / "stage1" / which / "seed0" / "stage1.pt",
+        "train_stage2": base / which / "seed0" / "stage2.pt",
+        "evaluate": base / which / "seed0" / "samples.npz",
+        "report": work / "reports" / "ablation.json",
+    }.get(kind)
+    if last is None:
+        return False
+    output = last.parent if kind == "prepare" else last
+    return last.is_file() and not _incomplete(work, output)
 
 
 def attempt_until(
