@@ -18,17 +18,19 @@ from pathlib import Path
 import torch
 
 from seemore import pipeline
-from seemore.backbones import BACKBONES, BackboneKind, ClipGeometry
+from seemore.backbones import BACKBONES, BackboneConfig, BackboneKind, ClipGeometry
 from seemore.backbones.profile import (
     build_on_meta,
     count_flops,
     count_parameters,
     flop_counter,
+    polynomial_in_frames,
     zero_clip,
 )
 from seemore.config import Params, TrainingConfig
 from seemore.data import DATASETS
 from seemore.method.lma import is_meta_update
+from seemore.method.objective import Objective
 from seemore.method.settings import LMAConfig, MethodConfig
 from seemore.method.variants import VARIANTS, Variant, build_objective
 from seemore.validation import is_scored
@@ -171,20 +173,37 @@ def pass_cost(
     batch_size: int,
 ) -> PassCost:
     """Trained parameters and FLOPs of one forward + backward of `variant`'s objective on a
-    training batch (scheduled-sampling mask given to step-wise backbones), on meta."""
+    training batch (scheduled-sampling mask given to step-wise backbones), on meta. Step-wise
+    backbones are counted on short clips and extrapolated exactly (`polynomial_in_frames`)."""
     backbone_class = BACKBONES.get(backbone)
     objective = build_objective(
         variant, lambda: build_on_meta(backbone_class, config, geometry), method
     )
     objective.train()
+
+    def count(frames: int) -> int:
+        return objective_flops(objective, geometry, batch_size, frames)
+
+    frames = geometry.total_frames
+    step_wise = backbone_class.kind is BackboneKind.STEP_WISE
+    flops = polynomial_in_frames(count, frames) if step_wise else count(frames)
+    return PassCost(count_parameters(objective), flops)
+
+
+def objective_flops(
+    objective: Objective, geometry: ClipGeometry, batch_size: int, frames: int
+) -> int:
+    """FLOPs of one forward + backward of `objective` on a zero training batch of the first
+    `frames` frames, counted directly; step-wise networks get an all-true sampling mask."""
     parameter = next(objective.parameters())
-    clip = zero_clip(geometry, batch_size, parameter)
+    clip = zero_clip(geometry, batch_size, parameter)[:, :frames]
     mask = None
-    if backbone_class.kind is BackboneKind.STEP_WISE:
-        mask = torch.ones(batch_size, geometry.total_frames - 2, device=parameter.device)
+    if objective.forward_network.kind is BackboneKind.STEP_WISE:
+        mask = torch.ones(batch_size, frames - 2, device=parameter.device)
+    objective.zero_grad(set_to_none=True)  # each count as a fresh step's
     with flop_counter() as counter:
         objective(clip, mask).loss.backward()
-    return PassCost(count_parameters(objective), int(counter.get_total_flops()))
+    return int(counter.get_total_flops())
 
 
 def _directory_bytes(path: Path) -> int:
@@ -214,10 +233,21 @@ def planned_data_bytes(params: Params) -> dict[str, int | None]:
 def build_plan(params: Params, assumptions: Assumptions, root: Path = Path(".")) -> Plan:
     """The plan of `params`; `root` is the working directory whose data/ is measured."""
     method = params.method
-    passes: dict[tuple[str, str, str], PassCost] = {}
-    inference: dict[tuple[str, str], tuple[int, int]] = {}
-    # One forward of a validation clip (the training horizon).
-    validation: dict[tuple[str, str], int] = {}
+    # Counts are cached by what decides them (backbone, its settings, geometry, batch), so a
+    # (dataset, backbone) counts each distinct computation once however many runs share it.
+    passes: dict[tuple[object, ...], PassCost] = {}
+    forwards: dict[tuple[object, ...], tuple[int, int]] = {}
+
+    def forward_cost(
+        backbone: str, config: BackboneConfig, geometry: ClipGeometry
+    ) -> tuple[int, int]:
+        """(parameters, FLOPs) of one inference forward of a clip of `geometry`."""
+        key = (backbone, config.model_dump_json(), geometry)
+        if key not in forwards:
+            network = build_on_meta(BACKBONES.get(backbone), config, geometry)
+            forwards[key] = count_parameters(network), count_flops(network)
+        return forwards[key]
+
     stage1_jobs: dict[str, StagePlan] = {}
     run_plans = []
     for run in pipeline.runs(params):
@@ -225,19 +255,20 @@ def build_plan(params: Params, assumptions: Assumptions, root: Path = Path("."))
         data, training = params.data[run.dataset], params.training[run.dataset]
         geometry = DATASETS.get(run.dataset).geometry(data)
         config = params.models[run.dataset][run.backbone]
-        key = (run.dataset, run.backbone, objective_name(variant))
+        key = (
+            run.backbone,
+            config.model_dump_json(),
+            geometry,
+            training.batch_size,
+            objective_name(variant),
+        )
         if key not in passes:
             passes[key] = pass_cost(
                 run.backbone, config, geometry, variant, method, training.batch_size
             )
-        if key[:2] not in inference:
-            network = build_on_meta(
-                BACKBONES.get(run.backbone), config, test_geometry(geometry, data)
-            )
-            inference[key[:2]] = count_parameters(network), count_flops(network)
-            validation[key[:2]] = count_flops(
-                build_on_meta(BACKBONES.get(run.backbone), config, geometry)
-            )
+        inference = forward_cost(run.backbone, config, test_geometry(geometry, data))
+        # One forward of a validation clip (the training horizon).
+        validation_forward = forward_cost(run.backbone, config, geometry)[1]
         val_clips = DATASETS.get(run.dataset).planned_val_clips(data)
         stages = []
         for stage, stage_config in ((1, training.stage1), (2, training.stage2)):
@@ -248,12 +279,12 @@ def build_plan(params: Params, assumptions: Assumptions, root: Path = Path("."))
             scorings = validation_scorings(stage, stage_config.steps, stage_config.eval_every)
             val_flops = None
             if val_clips is not None:
-                val_flops = scorings * val_clips * validation[key[:2]]
+                val_flops = scorings * val_clips * validation_forward
             stages.append(StagePlan(stage, updates, meta, passes[key], scorings, val_flops))
         stage1, stage2 = stages
         job = stage1_job_name(run)
         stage1_jobs.setdefault(job, stage1)
-        run_plans.append(RunPlan(run, *inference[key[:2]], job, stage1, stage2))
+        run_plans.append(RunPlan(run, *inference, job, stage1, stage2))
     data_bytes = planned_data_bytes(params)
     data_on_disk = {}
     for name in params.experiment.datasets:

@@ -8,13 +8,23 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from backbone_cases import CASES, GEOMETRY
+from torch.utils.flop_counter import FlopCounterMode
 
-from seemore.backbones import BACKBONES
-from seemore.backbones.profile import build_on_meta, count_flops
+from seemore.backbones import BACKBONES, BackboneKind, ClipGeometry, profile
+from seemore.backbones.profile import (
+    FIT_FROM_FRAMES,
+    _conv_backward_flops,
+    build_on_meta,
+    count_flops,
+    polynomial_in_frames,
+    zero_clip,
+)
 from seemore.cli import main
 from seemore.config import validate_params
 from seemore.data import DATASETS
-from seemore.method.variants import VARIANTS
+from seemore.method.settings import MethodConfig
+from seemore.method.variants import VARIANTS, build_objective
 from seemore.plan import (
     BYTES_PER_PARAMETER,
     REFERENCE_GPUS,
@@ -212,3 +222,77 @@ def test_validation_scorings_by_hand() -> None:
     assert validation_scorings(2, 8, None) == 1
     assert validation_scorings(1, 10, 4) == 2
     assert validation_scorings(1, 8, None) == 0
+
+
+@pytest.mark.parametrize(
+    ("count", "frames", "expected_calls"),
+    [
+        (lambda n: 7 + 3 * n, 30, [2, 3, 4]),  # affine: fitted at 2, 3, confirmed at 4
+        (lambda n: 5 + n + 4 * n * n, 30, [2, 3, 4, 5]),  # quadratic: one more point
+        (lambda n: 2**n, 30, [2, 3, 4, 5, 30]),  # no polynomial: counted at 30 itself
+        (lambda n: 7 + 3 * n, FIT_FROM_FRAMES - 1, [FIT_FROM_FRAMES - 1]),  # short: counted
+    ],
+)
+def test_polynomial_in_frames_is_exact_or_counts(
+    count: Any, frames: int, expected_calls: list[int]
+) -> None:
+    calls: list[int] = []
+
+    def recorded(n: int) -> int:
+        calls.append(n)
+        return count(n)
+
+    assert polynomial_in_frames(recorded, frames) == count(frames)
+    assert calls == expected_calls
+
+
+def _torch_count(run: Any) -> int:
+    """FLOPs of `run()` by torch's own FlopCounterMode (the counter plan used before), with
+    the same grouped-convolution fix."""
+    counter = FlopCounterMode(
+        display=False, custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flops}
+    )
+    with counter:
+        run()
+    return int(counter.get_total_flops())
+
+
+# With fitting from 6 frames on (plan fits from FIT_FROM_FRAMES, where it is cheaper), 8
+# frames are fitted from clips of 2 to 5, and prediction steps 3 to 6 (after 3 input frames)
+# are steps the fit never saw.
+LONG = ClipGeometry(GEOMETRY.channels, GEOMETRY.height, GEOMETRY.width, 3, 5)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_fast_counts_equal_torch_counts_on_the_whole_clip(
+    case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every backbone, tiny: the inference forward and the plain and bidirectional training
+    passes as plan counts them (short clips fitted, shapes cached) equal torch's
+    FlopCounterMode on the whole clip, exactly."""
+    monkeypatch.setattr(profile, "FIT_FROM_FRAMES", 6)
+    backbone, config = CASES[case].backbone, CASES[case].config
+    network = build_on_meta(BACKBONES.get(backbone), config, LONG)
+    clip = zero_clip(LONG, 1, next(network.parameters()))
+    network.eval()
+    with torch.no_grad():
+        expected_forward = _torch_count(lambda: network(clip, None))
+    assert count_flops(network) == expected_forward
+
+    method = MethodConfig()
+    step_wise = BACKBONES.get(backbone).kind is BackboneKind.STEP_WISE
+    mask = torch.ones(2, LONG.total_frames - 2, device="meta") if step_wise else None
+    for variant in ("baseline", "bdn"):
+        fast = pass_cost(backbone, config, LONG, VARIANTS.get(variant), method, 2).flops
+        objective = build_objective(
+            VARIANTS.get(variant),
+            lambda: build_on_meta(BACKBONES.get(backbone), config, LONG),
+            method,
+        )
+        objective.train()
+        batch = zero_clip(LONG, 2, next(objective.parameters()))
+        assert fast == _torch_count(lambda o=objective, b=batch: o(b, mask).loss.backward())
+    if step_wise:
+        assert (
+            fast == 2 * pass_cost(backbone, config, LONG, VARIANTS.get("baseline"), method, 2).flops
+        )

@@ -28,7 +28,6 @@ from typing import ClassVar
 import torch
 from pydantic import Field, field_validator
 from torch import Tensor, nn
-from torchvision.ops import StochasticDepth
 
 from seemore.backbones.base import (
     Backbone,
@@ -202,6 +201,10 @@ class MetaTranslator(Translator):
 
 
 def drop_path_or_identity(rate: float) -> nn.Module:
+    # Imported here: torchvision.ops imports torch._dynamo (~1.7 s), which every `seemore`
+    # command would pay.
+    from torchvision.ops import StochasticDepth
+
     return StochasticDepth(rate, mode="row") if rate > 0 else nn.Identity()
 
 
