@@ -24,10 +24,8 @@ Writes benchmarks/throughput.{json,md}; evaluation time is benchmarks/evaluation
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -196,7 +194,8 @@ def markdown(args: argparse.Namespace, results: dict[str, Any], producer: dict[s
             lines.append(
                 f"| {backbone} | {kind} | {row['eager_steps_per_s']:.2f} | "
                 f"{row['compiled_steps_per_s']:.2f} | {row['speedup']:.2f}x | "
-                f"{row['first_compiled_call_s']:.1f} | {'never' if even is None else f'{even:.0f}'} |"
+                f"{row['first_compiled_call_s']:.1f} | "
+                f"{'never' if even is None else f'{even:.0f}'} |"
             )
     lines += [
         "",
@@ -216,18 +215,12 @@ def main() -> None:
     results = {}
     for backbone in args.backbones.split(","):
         print(f"{backbone} ...", flush=True)
-        with contextlib.ExitStack():
-            results[backbone] = step_throughput(args, backbone)
+        results[backbone] = step_throughput(args, backbone)
     first = next(iter(results.values()))["kinds"]["baseline"]
     producer = producer_throughput(args, 1 / first["eager_steps_per_s"])
-    env = {**environment(_environment_args(args)), "paper": args.paper}
-    write_result(
-        "throughput", {**env, "backbones": results, "producer": producer}, markdown(args, results, producer)
-    )
-
-
-def _environment_args(args: argparse.Namespace) -> argparse.Namespace:
-    return argparse.Namespace(**{**vars(args), "backbone": args.backbones})
+    setting = argparse.Namespace(**{**vars(args), "backbone": args.backbones})
+    result = {**environment(setting), "paper": args.paper, "backbones": results}
+    write_result("throughput", {**result, "producer": producer}, markdown(args, results, producer))
 
 
 if __name__ == "__main__":
