@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,7 +33,7 @@ import torch
 from method_setup import display_path, environment, interleaved_medians, random_clip, write_result
 
 from seemore.backbones import Backbone, build_backbone
-from seemore.config import BDNConfig, LMAConfig, load_params
+from seemore.config import BDNConfig, LMAConfig, Params, preset_path, validate_params
 from seemore.data import DATASETS
 from seemore.data.moving_mnist import generate_clips
 from seemore.method.bdn import BidirectionalObjective
@@ -42,17 +41,22 @@ from seemore.method.lma import LMAUpdater
 from seemore.method.objective import Objective, PlainObjective
 from seemore.method.updater import AdamUpdater, Updater
 from seemore.producer import BatchProducer
+from seemore.recipes import compose_preset
 from seemore.train import compile_mode_for, precision_for
 
-PRESETS = Path(__file__).resolve().parent.parent / "seemore" / "presets"
 LR = 1e-4
 KINDS = ("baseline", "bdn", "lma meta", "lma task")
+
+
+def preset_params(name: str) -> Params:
+    """A preset's params, composed from its recipes as `seemore use-preset` writes them."""
+    return validate_params(compose_preset(name), f"preset {name}")
 
 
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--paper", action="store_true", help="paper preset, its batch size")
-    parser.add_argument("--params", type=Path, default=PRESETS / "embedded.yaml")
+    parser.add_argument("--preset", default="embedded")
     parser.add_argument("--dataset", default="human36m")
     parser.add_argument("--backbones", default="predrnn_v2,tau")
     parser.add_argument("--batch-size", type=int, default=4)
@@ -62,8 +66,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     if args.paper:
-        args.params, args.dataset = PRESETS / "paper.yaml", "moving_mnist"
-        args.batch_size = load_params(args.params).training["moving_mnist"].batch_size
+        args.preset, args.dataset = "paper", "moving_mnist"
+        args.batch_size = preset_params(args.preset).training["moving_mnist"].batch_size
+    args.params = preset_path(args.preset)
     return args
 
 
@@ -97,7 +102,7 @@ def synchronise(device: str) -> None:
 
 
 def step_throughput(args: argparse.Namespace, backbone: str) -> dict[str, Any]:
-    params = load_params(args.params)
+    params = preset_params(args.preset)
     geometry = DATASETS.get(args.dataset).geometry(params.data[args.dataset])
     config = params.models[args.dataset][backbone]
     device = torch.device(args.device)
@@ -139,7 +144,7 @@ def step_throughput(args: argparse.Namespace, backbone: str) -> dict[str, Any]:
 
 
 def producer_throughput(args: argparse.Namespace, baseline_step_s: float) -> dict[str, Any]:
-    params = load_params(args.params)
+    params = preset_params(args.preset)
     data = params.data[args.dataset]
     geometry = DATASETS.get(args.dataset).geometry(data)
     size, frames = geometry.height, geometry.total_frames
