@@ -2,10 +2,12 @@
 and weights within float rounding, for the plain and BDN updaters and LMA's meta and task
 steps (whose lookahead goes through the same compiled objective by `functional_call`).
 
-Compiling is slow on a CPU (tens of seconds per graph), so one module-scoped run per objective
-kind compiles each graph once: a plain objective (its step, then LMA's meta and task steps
-with its lookahead) and a BDN objective. Both runs use the loop's CPU settings
-(deterministic algorithms, fp32).
+Compiling is slow on a CPU (tens of seconds per graph on this machine), so the test keeps to
+three small graphs: the clip-wise tiny backbone (no unrolled time loop) in a plain objective
+(its Adam step) and a BDN objective (its Adam step, then LMA's meta and task steps on a copy
+of the same start, which reuse that graph and add the lookahead's). The runs use the loop's
+CPU settings (deterministic algorithms, fp32). Step-wise backbones compile the same way
+(benchmarks/throughput.py compiles and times PredRNN-V2's steps).
 
 Tolerance: compiled kernels fuse and reorder fp32 sums, so single losses agree to about 1e-7
 relative; a few Adam steps of lr 1e-3 carry that into the weights, where a direction
@@ -21,7 +23,7 @@ from contextlib import nullcontext
 
 import pytest
 import torch
-from tiny_backbones import TinyConfig, TinyStepWise, geometry, moving_square_clips
+from tiny_backbones import TinyClipWise, TinyConfig, geometry, moving_square_clips
 
 from seemore.method.bdn import BidirectionalObjective
 from seemore.method.lma import LMAUpdater
@@ -33,6 +35,9 @@ from seemore.train import compile_mode_for
 STEPS = 3
 LOSS_RTOL = 1e-5
 WEIGHT_ATOL = 1e-5
+SHAPE = geometry(input_frames=2, output_frames=2)
+
+Run = tuple[list[dict[str, float]], dict[str, torch.Tensor]]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -45,23 +50,12 @@ def loop_settings() -> Iterator[None]:
     torch._dynamo.reset()
 
 
-# The smallest recurrent case (one cell, 2 + 2 frames): compile time grows with the unrolled
-# graph.
-SHAPE = geometry(input_frames=2, output_frames=2)
+def network() -> TinyClipWise:
+    return TinyClipWise(TinyConfig(), SHAPE)
 
 
-def network() -> TinyStepWise:
-    return TinyStepWise(TinyConfig(layers=1), SHAPE)
-
-
-def plain() -> Objective:
-    torch.manual_seed(0)
-    return PlainObjective(network())
-
-
-def bidirectional() -> Objective:
-    torch.manual_seed(0)
-    return BidirectionalObjective(network(), network(), BDNConfig())
+def adam(objective: Objective) -> Updater:
+    return AdamUpdater(objective, 1e-3, nullcontext, None)
 
 
 def lma(objective: Objective) -> Updater:
@@ -70,42 +64,20 @@ def lma(objective: Objective) -> Updater:
     return LMAUpdater(objective, 1e-3, config, nullcontext, 1.0)
 
 
-def run(
-    objective: Objective, make_updater: Callable[[Objective], Updater], compiled: bool
-) -> tuple[list[dict[str, float]], dict[str, torch.Tensor]]:
-    """STEPS steps from the same start; each step's logged scalars and the final weights."""
+def run(start: Objective, make_updater: Callable[[Objective], Updater], compiled: bool) -> Run:
+    """STEPS steps from a copy of `start`; each step's logged scalars and the final weights."""
+    objective = copy.deepcopy(start)
     updater = make_updater(objective)
     if compiled:
         updater.compile("default")
     clip = moving_square_clips(2, SHAPE)
-    mask = torch.full((2, clip.shape[1] - 2), 0.5)
     logs = []
     for _ in range(STEPS):
-        logs.append({k: float(v) for k, v in updater.step(clip, mask).items()})
+        logs.append({k: float(v) for k, v in updater.step(clip, None).items()})
     return logs, {n: p.detach().clone() for n, p in objective.named_parameters()}
 
 
-def adam(objective: Objective) -> Updater:
-    return AdamUpdater(objective, 1e-3, nullcontext, None)
-
-
-@pytest.fixture(scope="module")
-def plain_start() -> Objective:
-    return plain()
-
-
-@pytest.fixture(scope="module")
-def plain_runs(plain_start: Objective) -> dict[str, tuple]:
-    # Every run from a copy of one start; the compiled runs share torch.compile's caches
-    # (same code, shapes and guards), so the plain objective's graphs compile once.
-    return {
-        f"{name}-{mode}": run(copy.deepcopy(plain_start), make, mode == "compiled")
-        for name, make in (("adam", adam), ("lma", lma))
-        for mode in ("eager", "compiled")
-    }
-
-
-def assert_close_runs(eager: tuple, compiled: tuple, start: Objective) -> None:
+def assert_close_runs(eager: Run, compiled: Run, start: Objective) -> None:
     (eager_logs, eager_weights), (compiled_logs, compiled_weights) = eager, compiled
     start_weights = dict(start.named_parameters())
     for step, (expected, actual) in enumerate(zip(eager_logs, compiled_logs, strict=True)):
@@ -120,25 +92,32 @@ def assert_close_runs(eager: tuple, compiled: tuple, start: Objective) -> None:
         assert not torch.equal(expected, start_weights[name]), name  # the steps moved it
 
 
-def test_compiled_adam_step_matches_eager(plain_runs, plain_start: Objective) -> None:
-    assert_close_runs(plain_runs["adam-eager"], plain_runs["adam-compiled"], plain_start)
+@pytest.fixture(scope="module")
+def bidirectional_start() -> Objective:
+    torch.manual_seed(0)
+    return BidirectionalObjective(network(), network(), BDNConfig())
 
 
-def test_compiled_lma_meta_and_task_steps_match_eager(plain_runs, plain_start: Objective) -> None:
-    eager, compiled = plain_runs["lma-eager"], plain_runs["lma-compiled"]
+def test_compiled_plain_step_matches_eager() -> None:
+    torch.manual_seed(0)
+    start = PlainObjective(network())
+    assert_close_runs(run(start, adam, False), run(start, adam, True), start)
+
+
+def test_compiled_bdn_step_matches_eager(bidirectional_start: Objective) -> None:
+    eager = run(bidirectional_start, adam, False)
+    assert {"distill_frame", "distill_state", "loss_backward"} <= eager[0][0].keys()
+    assert_close_runs(eager, run(bidirectional_start, adam, True), bidirectional_start)
+
+
+def test_compiled_lma_meta_and_task_steps_match_eager(bidirectional_start: Objective) -> None:
+    eager = run(bidirectional_start, lma, False)
+    compiled = run(bidirectional_start, lma, True)
     assert [row["meta_step"] for row in eager[0]] == [1.0, 0.0, 1.0]
-    assert_close_runs(eager, compiled, plain_start)
+    assert_close_runs(eager, compiled, bidirectional_start)
     # The meta steps moved the rates by the compiled lookahead's hypergradient.
     rates = [key for key in eager[0][-1] if key.startswith("rate/")]
     assert rates and all(compiled[0][-1][k] != 1e-3 for k in rates)
-
-
-def test_compiled_bdn_step_matches_eager() -> None:
-    start = bidirectional()
-    eager = run(copy.deepcopy(start), adam, False)
-    compiled = run(copy.deepcopy(start), adam, True)
-    assert {"distill_frame", "distill_state", "loss_backward"} <= eager[0][0].keys()
-    assert_close_runs(eager, compiled, start)
 
 
 @pytest.mark.parametrize(
