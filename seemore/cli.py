@@ -101,7 +101,7 @@ def _train_job(
         backbone=params.models[dataset][backbone],
         variant_name=label,
         variant=VARIANTS.get(variant),
-        training=params.training[dataset],
+        training=params.training[dataset].for_backbone(backbone),
         method=params.method,
         seed=seed,
         params_hash=params_hash,

@@ -364,6 +364,10 @@ def evaluation_header(
         "protocol": meta.get("protocol"),
         "recipe": job.recipe,
         "checkpoint": _checkpoint_record(job, saved, stats),
+        # The training forward pass's precision per stage, as the training loop recorded it.
+        "precision": {
+            name: stage["precision"] for name, stage in stats.items() if "precision" in stage
+        },
         "data": {key: meta.get(key) for key in ("source", "stand_in", "description")},
         "horizon": {
             "input_frames": job.data.input_frames,

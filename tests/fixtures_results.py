@@ -48,10 +48,11 @@ def write_run(
     protocol: str | None = "openstl",
     recipe: str | None = "openstl_mmnist",
     checkpoint: dict[str, object] | None = None,
+    precision: dict[str, str] | None = None,
     both_conventions: bool = True,
 ) -> Path:
     """One evaluated run with per-frame curves, samples and a training log (with
-    validation rows). `protocol`/`recipe`/`checkpoint` None and `both_conventions` False
+    validation rows). `protocol`/`recipe`/`checkpoint`/`precision` None and `both_conventions` False
     write a record as older versions did, without those fields."""
     rng = np.random.default_rng(1000 * seed + len(variant) + len(backbone))
     level = base_mse * VARIANT_FACTOR.get(variant, 1.0) * (1 + 0.02 * rng.standard_normal())
@@ -100,6 +101,7 @@ def write_run(
         **({} if protocol is None else {"protocol": protocol}),
         **({} if recipe is None else {"recipe": recipe}),
         **({} if checkpoint is None else {"checkpoint": checkpoint}),
+        **({} if precision is None else {"precision": precision}),
         "provenance": {
             "params_hash": f"hash{seed}{variant}",
             "seed": seed,

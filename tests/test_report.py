@@ -46,6 +46,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         frame_size=128,
         recipe="openstl_kth",
         checkpoint={"selected": "best", "step": 20},
+        precision={"stage2": "bf16-autocast", "stage1": "fp32"},
     )
     render_report(results, root / "reports")
     return {
@@ -307,12 +308,12 @@ def test_latency_parity_comes_from_the_controlled_measurement_with_its_condition
     ) in html
 
 
-def test_runs_show_protocol_recipe_and_checkpoint_or_say_not_recorded(report: dict) -> None:
+def test_runs_show_protocol_recipe_checkpoint_precision_or_not_recorded(report: dict) -> None:
     kth = dataset_section(report["html"], "kth")
     row = re.search(r"<tr><td>predrnn_v2 / seemore / seed 0</td>(.*?)</tr>", kth)
     assert row is not None
     assert re.findall(r"<td>([^<]*)</td>", row.group(1)) == [
-        "openstl", "openstl_kth", "best (step 20)",
+        "openstl", "openstl_kth", "best (step 20)", "stage1: fp32, stage2: bf16-autocast",
     ]  # fmt: skip
     mnist = dataset_section(report["html"], "moving_mnist")
     row = re.search(r"<tr><td>predrnn_v2 / baseline / seed 0</td>(.*?)</tr>", mnist)
@@ -331,7 +332,7 @@ def test_older_results_without_the_new_fields_render_as_not_recorded(tmp_path: P
     html = (tmp_path / "reports" / "ablation.html").read_text()
     row = re.search(r"<tr><td>predrnn_v2 / seemore / seed 0</td>(.*?)</tr>", html)
     assert row is not None
-    assert re.findall(r"<td>([^<]*)</td>", row.group(1)) == ["not recorded"] * 3
+    assert re.findall(r"<td>([^<]*)</td>", row.group(1)) == ["not recorded"] * 4
     assert "ssim_openstl not recorded" in html
     # The published value has nothing of its own convention to stand beside.
     assert (

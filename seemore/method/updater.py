@@ -49,6 +49,29 @@ class Updater:
         self.autocast = autocast
         self.grad_clip = grad_clip
         self.passes = PassCounter()
+        # The torch.compile mode in use (None: eager). With CUDA graphs a step's outputs live
+        # in memory the next replay reuses, so what a step keeps (its log) is copied out.
+        self.compile_mode: str | None = None
+
+    def compile(self, mode: str) -> None:
+        """Run the objective's forward, and through AOTAutograd its backward, as compiled
+        graphs (`nn.Module.compile(mode=mode)`, in place: parameter names, state dicts and
+        `functional_call` on the objective, LMA's lookahead, are unchanged; only float
+        rounding differs, tests/test_compile.py)."""
+        self.compile_mode = mode
+        self.objective.compile(mode=mode)
+
+    def begin_step(self) -> None:
+        """Mark a new iteration for CUDA graph trees: the last step's graph outputs may be
+        overwritten from here on (nothing of them is kept but the copied-out logs)."""
+        if self.compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
+
+    def kept(self, scalars: StepLogs) -> StepLogs:
+        """`scalars` safe to keep past the next step: copied out of CUDA graph memory."""
+        if self.compile_mode != "reduce-overhead":
+            return scalars
+        return {k: v.clone() if isinstance(v, Tensor) else v for k, v in scalars.items()}
 
     def step(self, clip: Tensor, sampling_mask: Tensor | None) -> StepLogs:
         """One optimisation step on a batch; returns named scalars for the training log."""
@@ -63,7 +86,7 @@ class Updater:
         self.passes.backward += 1
         if self.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.objective.parameters(), self.grad_clip)
-        return {"loss": result.loss.detach(), **result.terms}
+        return self.kept({"loss": result.loss.detach(), **result.terms})
 
     def state_dict(self) -> dict[str, object]:
         raise NotImplementedError
@@ -96,6 +119,7 @@ class AdamUpdater(Updater):
         self.schedule = build_schedule(self.optimizer, schedule or LRScheduleConfig(), lr, updates)
 
     def step(self, clip: Tensor, sampling_mask: Tensor | None) -> StepLogs:
+        self.begin_step()
         self.optimizer.zero_grad(set_to_none=True)
         logs = self.loss_and_backward(clip, sampling_mask)
         self.optimizer.step()

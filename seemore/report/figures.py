@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import matplotlib
 import matplotlib.image
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from seemore.report.collect import DatasetRuns, Run
@@ -42,6 +43,20 @@ def _subplots(count: int, width: float = 5.0, height: float = 3.4) -> tuple[Figu
     return figure, flat[:count]
 
 
+def _finish_axis(
+    axis: Axes, backbone: str, xlabel: str, ylabel: str, log_scale: bool = False
+) -> None:
+    """A backbone's panel: title, axis labels, grid, and a legend when a line has a label."""
+    axis.set_title(_label(backbone))
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    if log_scale:
+        axis.set_yscale("log")
+    axis.grid(alpha=0.3)
+    if axis.get_legend_handles_labels()[0]:
+        axis.legend(fontsize="small")
+
+
 def _color(index: int) -> str:
     return f"C{index % 10}"
 
@@ -70,12 +85,7 @@ def per_frame_plot(dataset: DatasetRuns, metric: str, label: str) -> str | None:
                     frames, mean - spread, mean + spread, color=_color(index), alpha=0.2
                 )
             drawn = True
-        axis.set_title(_label(backbone))
-        axis.set_xlabel("predicted frame (horizon)")
-        axis.set_ylabel(label)
-        axis.grid(alpha=0.3)
-        if axis.lines:
-            axis.legend(fontsize="small")
+        _finish_axis(axis, backbone, "predicted frame (horizon)", label)
     if not drawn:
         return None
     return figure_uri(figure)
@@ -106,14 +116,13 @@ def loss_plot(dataset: DatasetRuns) -> str | None:
                 losses.append(log["loss"])
                 if "stage" in log and np.any(log["stage"] == 2):
                     axis.axvline(log["step"][log["stage"] == 2][0], color="gray", linestyle=":")
-        axis.set_title(_label(backbone))
-        axis.set_xlabel("training step (stage two after the dotted line)")
-        axis.set_ylabel("training loss")
-        if losses and all(np.nanmin(loss) > 0 for loss in losses):
-            axis.set_yscale("log")
-        axis.grid(alpha=0.3)
-        if axis.get_legend_handles_labels()[0]:
-            axis.legend(fontsize="small")
+        _finish_axis(
+            axis,
+            backbone,
+            "training step (stage two after the dotted line)",
+            "training loss",
+            log_scale=bool(losses) and all(np.nanmin(loss) > 0 for loss in losses),
+        )
     if not drawn:
         return None
     return figure_uri(figure)
@@ -293,12 +302,7 @@ def validation_plot(dataset: DatasetRuns) -> str | None:
                         color=_color(index),
                     )
                 labelled = drawn = True
-        axis.set_title(_label(backbone))
-        axis.set_xlabel("training step")
-        axis.set_ylabel("validation MSE (sum over C×H×W)")
-        axis.grid(alpha=0.3)
-        if axis.get_legend_handles_labels()[0]:
-            axis.legend(fontsize="small")
+        _finish_axis(axis, backbone, "training step", "validation MSE (sum over C×H×W)")
     if not drawn:
         return None
     return figure_uri(figure)

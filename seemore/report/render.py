@@ -381,6 +381,7 @@ class SetupRow:
     protocol: str
     recipe: str
     checkpoint: str
+    precision: str
 
 
 @dataclass
@@ -416,6 +417,13 @@ def _checkpoint_text(run: Run) -> str:
     return text + (f" (step {step})" if step is not None else f" (step {NOT_RECORDED})")
 
 
+def _precision_text(run: Run) -> str:
+    precision = run.get("precision")
+    if not isinstance(precision, dict) or not precision:
+        return NOT_RECORDED
+    return ", ".join(f"{stage}: {value}" for stage, value in sorted(precision.items()))
+
+
 def _setups(dataset: DatasetRuns) -> list[SetupRow]:
     return [
         SetupRow(
@@ -423,6 +431,7 @@ def _setups(dataset: DatasetRuns) -> list[SetupRow]:
             protocol=str(run.get("protocol") or NOT_RECORDED),
             recipe=str(run.get("recipe") or NOT_RECORDED),
             checkpoint=_checkpoint_text(run),
+            precision=_precision_text(run),
         )
         for run in dataset.done()
     ]
