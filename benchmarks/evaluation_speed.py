@@ -40,6 +40,7 @@ from seemore.backbones.base import Backbone, BackboneConfig, BackboneKind, ClipG
 from seemore.config import EvaluationConfig, load_params, preset_path
 from seemore.data.moving_mnist import MovingMNIST, MovingMNISTConfig
 from seemore.evaluate import evaluate
+from seemore.metrics import SSIM_CONVENTIONS, SSIM_WINDOW, ssim_per_frame
 
 LEGACY_REVISION = "48b26ad"
 FULL_TEST_CLIPS = 10_000
@@ -91,6 +92,40 @@ def test_clips(count: int, workdir: Path) -> np.ndarray:
     config = MovingMNISTConfig(input_frames=10, output_frames=10, image_size=64, test_clips=count)
     MovingMNIST.prepare(config, workdir / "raw", workdir / "prepared")
     return MovingMNIST.test_clips(config, workdir / "prepared")
+
+
+def ssim_operations(height: int, width: int) -> int:
+    """Arithmetic operations of one frame's SSIM in one convention, as seemore/metrics.py
+    does it: 5 per pixel to form x, y, x² + y², xy; (window - 1) adds per output value of
+    each of the two separable passes over the 4 images; about 14 per SSIM-map value."""
+    inner_h, inner_w = height - SSIM_WINDOW + 1, width - SSIM_WINDOW + 1
+    filtering = 4 * (SSIM_WINDOW - 1) * (inner_h * width + inner_h * inner_w)
+    return 5 * height * width + filtering + 14 * inner_h * inner_w
+
+
+def ssim_seconds(
+    legacy_metrics: ModuleType, clips: np.ndarray, batch: int, device: torch.device
+) -> dict[str, float]:
+    """SSIM alone on the predicted frames of `clips` (the last-frame prediction), in
+    evaluation batches: today's torch SSIM in each convention, and the replaced
+    per-frame scikit-image SSIM (one convention)."""
+    frames = torch.from_numpy(clips).float().div(255.0)
+    truth, prediction = frames[:, 10:], frames[:, 9:10].expand(-1, 10, -1, -1, -1)
+    batches = [
+        (prediction[s : s + batch].to(device), truth[s : s + batch].to(device))
+        for s in range(0, len(clips), batch)
+    ]
+    seconds = {}
+    for name, convention in SSIM_CONVENTIONS.items():
+        began = time.perf_counter()
+        scores = [ssim_per_frame(p, t, convention).sum(dim=0) for p, t in batches]
+        torch.stack(scores).cpu()
+        seconds[f"torch {name}"] = time.perf_counter() - began
+    began = time.perf_counter()
+    for p, t in batches:
+        legacy_metrics.ssim_per_frame(p.cpu().numpy(), t.cpu().numpy())
+    seconds[f"scikit-image ({LEGACY_REVISION})"] = time.perf_counter() - began
+    return seconds
 
 
 def networks(geometry: ClipGeometry) -> dict[str, Backbone]:
