@@ -7,7 +7,7 @@ CORES ?= 8
 # Snakemake rules and DVC stages call `seemore`: put the venv's commands first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run test lint plan paper embedded clean
+.PHONY: setup run test lint plan paper openstl embedded clean
 
 setup: $(STAMP)
 
@@ -43,6 +43,10 @@ plan: $(STAMP)
 # The one switch between presets, for snakemake and dvc alike: it rewrites params.yaml.
 paper: $(STAMP)
 	$(BIN)/seemore use-preset paper
+	$(BIN)/seemore dvc-yaml
+
+openstl: $(STAMP)
+	$(BIN)/seemore use-preset openstl
 	$(BIN)/seemore dvc-yaml
 
 embedded: $(STAMP)

@@ -8,11 +8,11 @@ running then (a training job's step, a time into another job, or snakemake's own
 the killed run is watched and, once it reaches the next point, snakemake and every job
 process are stopped and killed with SIGKILL at once. A point that goes by unreached (its job
 finished first in this run) is skipped; when none are left, more are drawn from the work
-still left. Then
-`snakemake --cores 2 all` again (`snakemake --unlock` first when snakemake's own lock is left
-behind, as it asks), until all kills have happened and a run finishes. Finally every output
-of the two workspaces is compared: checkpoints and models tensor by tensor, JSON and CSV
-field by field, the rest byte by byte; every difference is listed with its field.
+still left. Then `snakemake --cores 2 all` again (`snakemake --unlock` first when the killed
+snakemake left its lock behind, as the next run would ask), until all kills have happened and
+a run finishes. Finally every output of the two workspaces is compared: checkpoints and
+models tensor by tensor, JSON and CSV field by field, the rest byte by byte; every
+difference is listed with its field.
 
     nice -n 10 .venv/bin/python benchmarks/kill_pipeline.py [--kills 20] [--seed 11]
 
@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from base64 import urlsafe_b64encode
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -347,16 +348,28 @@ class Kill:
     processes_killed: int
 
 
+def _incomplete(work: Path, output: Path) -> bool:
+    """Whether snakemake marked `output` incomplete (its job started and did not finish)."""
+    records = work / ".snakemake" / "incomplete"
+    names = (str(output.relative_to(work)), str(output))
+    return any((records / urlsafe_b64encode(n.encode()).decode()).exists() for n in names)
+
+
 def outputs_done(work: Path, job: str) -> bool:
+    """Whether `job` completed: the output it writes last exists and is not incomplete."""
     kind, _, which = job.partition(" ")
     base = work / "results" / DATASET / BACKBONE
-    return {
-        "prepare": (work / "data/prepared" / DATASET / "meta.json").is_file(),
-        "train_stage1": (base / "stage1" / which / "seed0" / "stage1.pt").is_file(),
-        "train_stage2": (base / which / "seed0" / "train_log.csv").is_file(),
-        "evaluate": (base / which / "seed0" / "metrics.json").is_file(),
-        "report": (work / "reports" / "ablation.csv").is_file(),
-    }.get(kind, False)
+    last = {
+        "prepare": work / "data/prepared" / DATASET / "meta.json",
+        "train_stage1": base / "stage1" / which / "seed0" / "stage1.pt",
+        "train_stage2": base / which / "seed0" / "stage2.pt",
+        "evaluate": base / which / "seed0" / "samples.npz",
+        "report": work / "reports" / "ablation.json",
+    }.get(kind)
+    if last is None:
+        return False
+    output = last.parent if kind == "prepare" else last
+    return last.is_file() and not _incomplete(work, output)
 
 
 def attempt_until(
@@ -433,11 +446,11 @@ def snakemake(work: Path, log: Path) -> subprocess.Popen[bytes]:
     )
 
 
-LOCKED = "cannot be locked"
-
-
-def unlock_if_needed(process: subprocess.Popen[bytes], work: Path, log: Path) -> bool:
-    if process.returncode == 0 or LOCKED not in log.read_text():
+def unlock_if_locked(work: Path) -> bool:
+    """A killed snakemake leaves its lock behind, and the next run stops with "Directory
+    cannot be locked ... run snakemake --unlock": do as it says."""
+    locks = work / pipeline.SNAKEMAKE_LOCKS
+    if not (locks.is_dir() and any(locks.iterdir())):
         return False
     subprocess.run([str(BIN / "snakemake"), "--unlock"], cwd=work, check=True, capture_output=True)
     return True
@@ -589,6 +602,7 @@ def main() -> None:
     unlocks = attempt = 0
     while True:
         attempt += 1
+        unlocks += unlock_if_locked(killed)
         before = partial_steps(killed)
         log = logs / f"attempt{attempt:02d}.log"
         process = snakemake(killed, log)
@@ -599,10 +613,6 @@ def main() -> None:
             )
         else:
             process.wait()
-        if kill is None and unlock_if_needed(process, killed, log):
-            unlocks += 1
-            attempt -= 1
-            continue
         # Every training job that ran in this attempt and had a partial checkpoint: did it
         # continue from exactly that step?
         for name, done in before.items():

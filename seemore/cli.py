@@ -101,13 +101,14 @@ def _train_job(
         backbone=params.models[dataset][backbone],
         variant_name=label,
         variant=VARIANTS.get(variant),
-        training=params.training[dataset],
+        training=params.training[dataset].for_backbone(backbone),
         method=params.method,
         seed=seed,
         params_hash=params_hash,
         device=resolve_device(params.experiment.device),
         checkpoint_every=params.experiment.checkpoint_every,
         log_every=params.experiment.log_every,
+        compile=params.experiment.compile,
     )
 
 

@@ -27,6 +27,7 @@ from seemore.method.settings import (
     StageConfig,
     StageTwoConfig,
     TrainingConfig,
+    merge_override,
 )
 from seemore.schema import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Section
 
@@ -74,6 +75,10 @@ class ExperimentConfig(Section):
     # checkpoint every `checkpoint_every` steps and a log row read out every `log_every` steps.
     checkpoint_every: PositiveInt = 1000
     log_every: PositiveInt = 100
+    # torch.compile for the training step (seemore/train.py compile_mode_for): `auto` compiles
+    # on CUDA only, `true` everywhere, `false` never. Not hashed: like `device`, it changes
+    # float rounding only (tests/test_compile.py), and stats record the mode used.
+    compile: bool | Literal["auto"] = "auto"
     # GPU jobs at once per GPU, each pinned to its own device (seemore/devices.py).
     jobs_per_gpu: PositiveInt = 1
     # GPUs one training run uses: > 1 trains with DDP under torchrun (seemore/distributed.py).
@@ -230,6 +235,36 @@ def _size_problems(name: str, data: Any, training: TrainingConfig) -> list[str]:
     return problems
 
 
+def _check_overrides(source: str, dataset: str, body: Any, backbones: Any) -> None:
+    """`training.<dataset>.backbones`: each entry names a registered backbone and, merged over
+    the dataset's section, is a valid section itself."""
+    overrides = body.get("backbones", {})
+    base = {key: value for key, value in body.items() if key != "backbones"}
+    for backbone, override in overrides.items():
+        where = f"training.{dataset}.backbones.{backbone}"
+        if backbone not in backbones:
+            raise ConfigError(
+                f"{source}: {where}: unknown backbone; expected one of {backbones.names()}"
+            )
+        for key in {"backbones", "recipe"} & set(override):
+            raise ConfigError(
+                f"{source}: {where}.{key}: not overridable per backbone; set it in "
+                f"training.{dataset}"
+            )
+        _validate(TrainingConfig, merge_override(base, override), source, where)
+
+
+def _jobs(experiment: ExperimentConfig) -> list[tuple[str, str]]:
+    return [(d, b) for d in experiment.datasets for b in experiment.backbones]
+
+
+def _training_key(dataset: str, backbone: str, training: TrainingConfig) -> str:
+    """Where a job's training value is set: its backbone's override, or the dataset's section."""
+    if backbone in training.backbones:
+        return f"training.{dataset} (with backbones.{backbone})"
+    return f"training.{dataset}"
+
+
 def validate_layout(raw: Any, source: str = "params.yaml") -> Params:
     """The top-level schema alone (sections per dataset/backbone stay raw mappings)."""
     if not isinstance(raw, Mapping):
@@ -264,6 +299,7 @@ def validate_params(raw: Any, source: str = "params.yaml") -> Params:
                 f"{source}: training.{name}: unknown dataset; expected one of {DATASETS.names()}"
             )
         training[name] = _validate(TrainingConfig, body, source, f"training.{name}")
+        _check_overrides(source, name, body, BACKBONES)
     models = {}
     for name, body in params.models.items():
         if name not in DATASETS:
@@ -292,17 +328,18 @@ def validate_params(raw: Any, source: str = "params.yaml") -> Params:
 
     meta_adapted = any(VARIANTS.get(name).meta_adapted for name in experiment.variants)
     lma = params.method.lma
-    for name in experiment.datasets:
-        stage2 = training[name].stage2
+    for name, backbone_name in _jobs(experiment):
+        stage2 = training[name].for_backbone(backbone_name).stage2
+        where = _training_key(name, backbone_name, training[name])
         if meta_adapted and stage2.lr_schedule.kind != "constant":
             raise ConfigError(
-                f"{source}: training.{name}.stage2.lr_schedule.kind = "
+                f"{source}: {where}.stage2.lr_schedule.kind = "
                 f"{stage2.lr_schedule.kind!r}: LMA learns stage two's rates; variants "
                 "lma/seemore need 'constant' there"
             )
         if meta_adapted and stage2.lr > lma.a_max:
             raise ConfigError(
-                f"{source}: training.{name}.stage2.lr = {stage2.lr} is above "
+                f"{source}: {where}.stage2.lr = {stage2.lr} is above "
                 f"method.lma.a_max = {lma.a_max}; LMA starts its rates at the stage-two lr and "
                 "clamps them to [0, a_max]"
             )
@@ -315,8 +352,9 @@ def validate_params(raw: Any, source: str = "params.yaml") -> Params:
     for dataset_name, dataset_config in data.items():
         for problem in DATASETS.get(dataset_name).check(dataset_config):
             raise ConfigError(f"{source}: data.{dataset_name}: {problem}")
-    for dataset_name in experiment.datasets:
-        for problem in _size_problems(dataset_name, data[dataset_name], training[dataset_name]):
+    for dataset_name, backbone_name in _jobs(experiment):
+        resolved = training[dataset_name].for_backbone(backbone_name)
+        for problem in _size_problems(dataset_name, data[dataset_name], resolved):
             raise ConfigError(f"{source}: {problem}")
     for dataset_name in experiment.datasets:
         geometry = DATASETS.get(dataset_name).geometry(data[dataset_name])

@@ -40,6 +40,8 @@ PREPARE_KEYS = ("data.{dataset}",)
 EVALUATE_KEYS = ("data.{dataset}", "evaluation")
 # The training section keys only stage two reads; stage one reads the rest of the section.
 STAGE_TWO_ONLY_TRAINING_KEYS = ("stage2",)
+# training.<dataset>.backbones.<backbone>: per-backbone overrides; a job reads only its own.
+BACKBONE_OVERRIDES = "backbones"
 
 
 def objective_of(variant_name: str) -> str:
@@ -183,12 +185,18 @@ def stage_one_keys(params: Any, job: StageOne) -> list[str]:
     """The params a stage-one job reads. `params` is the raw mapping (the keys present, as DVC
     lists them) or the validated `Params` (every field)."""
     training = lookup(params, f"training.{job.dataset}")
+    own = f"training.{job.dataset}.{BACKBONE_OVERRIDES}.{job.backbone}"
     keys = [
         f"data.{job.dataset}",
         f"models.{job.dataset}.{job.backbone}",
         *(
             f"training.{job.dataset}.{key}"
             for key in _section_keys(training)
+            if key not in (*STAGE_TWO_ONLY_TRAINING_KEYS, BACKBONE_OVERRIDES)
+        ),
+        *(
+            f"{own}.{key}"
+            for key in _backbone_override(training, job.backbone)
             if key not in STAGE_TWO_ONLY_TRAINING_KEYS
         ),
     ]
@@ -202,9 +210,19 @@ def stage_two_keys(params: Any, run: Run) -> list[str]:
     LMA's settings for meta-adapted variants. (Its stage-one checkpoint is a file input.)"""
     keys = stage_one_keys(params, run.stage_one)
     keys += [f"training.{run.dataset}.{key}" for key in STAGE_TWO_ONLY_TRAINING_KEYS]
+    override = _backbone_override(lookup(params, f"training.{run.dataset}"), run.backbone)
+    keys += [
+        f"training.{run.dataset}.{BACKBONE_OVERRIDES}.{run.backbone}.{key}"
+        for key in STAGE_TWO_ONLY_TRAINING_KEYS
+        if key in override
+    ]
     if meta_adapted(run.variant):
         keys.append("method.lma")
     return keys
+
+
+def _backbone_override(training: Any, backbone: str) -> Mapping[str, Any]:
+    return _get(training, BACKBONE_OVERRIDES, {}).get(backbone, {})
 
 
 def _get(section: Any, key: str, default: Any) -> Any:

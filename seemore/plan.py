@@ -252,7 +252,8 @@ def build_plan(params: Params, assumptions: Assumptions, root: Path = Path("."))
     run_plans = []
     for run in pipeline.runs(params):
         variant = VARIANTS.get(run.variant)
-        data, training = params.data[run.dataset], params.training[run.dataset]
+        data = params.data[run.dataset]
+        training = params.training[run.dataset].for_backbone(run.backbone)
         geometry = DATASETS.get(run.dataset).geometry(data)
         config = params.models[run.dataset][run.backbone]
         key = (

@@ -126,6 +126,7 @@ def test_every_target_calls_its_tools_with_command_lines_they_accept(tree: Path)
                 assert argv == ["check", "."], argv
     assert seen["plan"] == [["seemore", "plan"]]
     assert seen["paper"] == [["seemore", "use-preset", "paper"], ["seemore", "dvc-yaml"]]
+    assert seen["openstl"] == [["seemore", "use-preset", "openstl"], ["seemore", "dvc-yaml"]]
     assert seen["embedded"] == [["seemore", "use-preset", "embedded"], ["seemore", "dvc-yaml"]]
     assert seen["lint"] == [["ruff", "check", "."]]
     assert seen["test"] == [["ruff", "check", "."], ["python", "-m", "pytest"]]

@@ -12,8 +12,8 @@ iteration are of its kind) or updates (from 0, each update counted).
   L(θ') + order_weight·Σ relu(order_lambda·a_l − a_{l+1}) (within each network, along its
   chained levels, shallow to deep) with Adam at `meta_lr`, then are clamped to [0, a_max].
   As `u` does not depend on `a`, dL(θ')/da_l = −⟨∇L(θ'), u_l⟩: one extra forward and
-  backward through `torch.func.functional_call`, no second-order graph, nothing
-  backbone-specific. As in the authors' code, a meta step moves only the rates, never θ.
+  backward through `torch.func.functional_call` (`Updater.loss_at`), no second-order graph,
+  nothing backbone-specific. As in the authors' code, a meta step moves only the rates, never θ.
 
 Moments (`moments`): `separate`, as the authors, keeps one set of Adam moments for the
 lookahead (advanced on meta steps only, with its own step count) and one for the task steps
@@ -25,17 +25,23 @@ lookahead overshoots), else fresh, as the authors' stage two.
 
 Levels outside the ordering chain (`Objective.unchained_levels()`, e.g. PredRNN-V2's adapter
 at `adapter_level: own`, as in the authors' code) get a rate but no ordering penalty.
+
+Nothing in a step reads the device (issue 13, tests/test_sync.py): the rates are a float64
+tensor on the training device, the hypergradient is formed and applied there, and the rates,
+lookahead loss and ordering penalty are logged as 0-dim device tensors that the progress log
+reads once per log boundary. The lookahead θ − a·u is formed outside autocast, in the master
+weights' fp32 (each rate rounded to fp32 once, as a Python-float rate was); autocast covers
+only the lookahead's forward.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.func import functional_call
 
 from seemore.method.objective import Objective
 from seemore.method.settings import LMAConfig
-from seemore.method.updater import Autocast, Updater
+from seemore.method.updater import Autocast, StepLogs, Updater, adam
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
@@ -104,11 +110,18 @@ class LMAUpdater(Updater):
         if missing:
             raise ValueError(f"trainable parameters in no level, so LMA has no rate: {missing}")
 
-        # Rates live on the CPU in float64: a handful of scalars, exact in the meta update.
+        # The rates: a handful of float64 scalars on the training device (exact in the meta
+        # update, never copied to the host inside a step); fused Adam reads no step counter.
+        device = next(objective.parameters()).device
         self.rates = torch.full(
-            (len(self.level_names),), lr, dtype=torch.float64, requires_grad=True
+            (len(self.level_names),), lr, dtype=torch.float64, device=device, requires_grad=True
         )
-        self.rate_optimizer = torch.optim.Adam([self.rates], lr=config.meta_lr)
+        self.rate_optimizer = adam([self.rates], config.meta_lr)
+        # Each chain's level indices as a device tensor: indexing with a Python list would
+        # copy it to the device (a host sync on CUDA) at every penalty.
+        self._chain_indices = [
+            torch.tensor(chain, device=device) for chain in self.level_chains if len(chain) > 1
+        ]
         # The task steps' moments (with `shared`, every step's).
         self.exp_avg = {n: torch.zeros_like(p) for n, p in trainable.items()}
         self.exp_avg_sq = {n: torch.zeros_like(p) for n, p in trainable.items()}
@@ -125,12 +138,14 @@ class LMAUpdater(Updater):
         """Whether the next `step` is a meta step."""
         return is_meta_update(self.config, self.steps, self.updates_per_iteration)
 
-    def step(self, clip: Tensor, sampling_mask: Tensor | None) -> dict[str, float]:
+    def step(self, clip: Tensor, sampling_mask: Tensor | None) -> StepLogs:
         meta = self.is_meta_step()
+        self.begin_step()
         self.objective.zero_grad(set_to_none=True)
         logs = self.loss_and_backward(clip, sampling_mask)
         directions = self.advance_moments(lookahead=meta)
-        lookahead_loss = float("nan")
+        # A task step has no lookahead: NaN, a Python value the divergence guard leaves alone.
+        lookahead_loss: Tensor | float = float("nan")
         if meta:
             lookahead_loss = self._update_rates(clip, sampling_mask, directions)
             self.passes.extra["meta_steps"] = self.passes.extra.get("meta_steps", 0) + 1
@@ -138,14 +153,10 @@ class LMAUpdater(Updater):
             self._move_parameters(directions)
         self.steps += 1
         with torch.no_grad():
-            penalty = float(self.ordering_penalty(self.rates))
+            rates = self.rates.detach().clone()  # this step's rates, kept for the log
+            penalty = self.ordering_penalty(rates)
         logs.update(meta_step=float(meta), lookahead_loss=lookahead_loss, order_penalty=penalty)
-        logs.update(
-            {
-                f"rate/{name}": rate
-                for name, rate in zip(self.level_names, self.rates.detach().tolist(), strict=True)
-            }
-        )
+        logs.update({f"rate/{name}": rates[i] for i, name in enumerate(self.level_names)})
         return logs
 
     def advance_moments(self, lookahead: bool = False) -> dict[str, Tensor]:
@@ -180,14 +191,21 @@ class LMAUpdater(Updater):
 
     def lookahead_hypergradient(
         self, clip: Tensor, sampling_mask: Tensor | None, directions: dict[str, Tensor]
-    ) -> tuple[Tensor, float]:
-        """dL(θ − a·u)/da per level at the current rates (float64, CPU), and L(θ − a·u)."""
+    ) -> tuple[Tensor, Tensor]:
+        """dL(θ − a·u)/da per level at the current rates (float64, on the rates' device), and
+        L(θ − a·u) (a 0-dim device tensor)."""
         lookahead = {}
-        for rate, level in zip(self.rates.detach().tolist(), self.level_parameters, strict=True):
-            for name, parameter in level.items():
-                lookahead[name] = (parameter.detach() - rate * directions[name]).requires_grad_()
+        # Outside autocast, in the master weights' fp32: θ − a·u keeps its dependence on a
+        # whatever precision the forward then runs in (bf16 would round most of a·u away).
+        rates = self.rates.detach().to(torch.float32)
+        with torch.no_grad():
+            for level, parameters in enumerate(self.level_parameters):
+                for name, parameter in parameters.items():
+                    lookahead[name] = parameter.detach() - rates[level] * directions[name]
+        for tensor in lookahead.values():
+            tensor.requires_grad_()
         with self.autocast():
-            result = functional_call(self.objective, lookahead, (clip, sampling_mask))
+            result = self.loss_at(lookahead, clip, sampling_mask)
         grads = torch.autograd.grad(result.loss, list(lookahead.values()), allow_unused=True)
         self.passes.forward += 1
         self.passes.backward += 1
@@ -200,17 +218,15 @@ class LMAUpdater(Updater):
                 if grad_by_name[name] is not None
             ]
             per_level.append(-torch.stack(inner).sum() if inner else clip.new_zeros(()))
-        hypergradient = torch.stack(per_level).to(device="cpu", dtype=torch.float64)
-        return hypergradient, float(result.loss.detach())
+        hypergradient = torch.stack(per_level).to(self.rates)
+        return hypergradient, self.kept({"loss": result.loss.detach()})["loss"]
 
     def ordering_penalty(self, rates: Tensor) -> Tensor:
         """order_weight·Σ relu(order_lambda·a_l − a_{l+1}) along each network's levels: zero
         exactly when every chained level's rate is at least order_lambda times the one before."""
         config = self.config
         total = rates.new_zeros(())
-        for chain in self.level_chains:
-            if len(chain) < 2:
-                continue
+        for chain in self._chain_indices:
             chain_rates = rates[chain]
             gaps = config.order_lambda * chain_rates[:-1] - chain_rates[1:]
             total = total + torch.relu(gaps).sum()
@@ -218,7 +234,7 @@ class LMAUpdater(Updater):
 
     def _update_rates(
         self, clip: Tensor, sampling_mask: Tensor | None, directions: dict[str, Tensor]
-    ) -> float:
+    ) -> Tensor:
         hypergradient, lookahead_loss = self.lookahead_hypergradient(
             clip, sampling_mask, directions
         )
@@ -232,12 +248,13 @@ class LMAUpdater(Updater):
         return lookahead_loss
 
     def _move_parameters(self, directions: dict[str, Tensor]) -> None:
+        # θ += (−a_l)·u in one rounding, as `sub_(u, alpha=a_l)` with a Python-float rate did
+        # (bit for bit on CPU), but with the rate read on the device.
         with torch.no_grad():
-            for rate, level in zip(
-                self.rates.detach().tolist(), self.level_parameters, strict=True
-            ):
-                for name, parameter in level.items():
-                    parameter.sub_(directions[name], alpha=rate)
+            negative_rates = (-self.rates.detach()).to(torch.float32)
+            for level, parameters in enumerate(self.level_parameters):
+                for name, parameter in parameters.items():
+                    parameter.addcmul_(directions[name], negative_rates[level])
 
     def resume_moments(self, stage_one: dict[str, object]) -> None:
         # torch's Adam keys its state by the index of the parameter in objective.parameters(),

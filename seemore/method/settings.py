@@ -4,7 +4,8 @@ seemore.config (which imports the method's registry)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -90,10 +91,35 @@ class TrainingConfig(Section):
     grad_clip: PositiveFloat | None
     stage1: StageConfig
     stage2: StageTwoConfig
+    # Per-backbone overrides (`training.<dataset>.backbones.<backbone>`): any part of this
+    # section, merged key by key over it for that backbone's jobs alone (OpenSTL tunes lr,
+    # batch and schedule per method). Each job hashes only its own backbone's entry.
+    backbones: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @property
     def updates_per_iteration(self) -> int:
         return 2 if self.reverse_input else 1
+
+    def for_backbone(self, backbone: str) -> TrainingConfig:
+        """The section a job of `backbone` trains by: this one with its override merged in
+        (and no overrides left)."""
+        override = self.backbones.get(backbone)
+        if not override:
+            return self.model_copy(update={"backbones": {}})
+        return TrainingConfig.model_validate(
+            merge_override(self.model_dump(exclude={"backbones"}), override)
+        )
+
+
+def merge_override(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `override` merged in: mappings key by key, any other value replaced."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge_override(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 class BDNConfig(Section):

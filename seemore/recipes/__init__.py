@@ -9,6 +9,12 @@ A recipe is one YAML file here, `<name>.yaml`, reproducing one reference's train
       <dataset>:
         training: {...}                      # becomes training.<dataset> (recipe: <name>)
         models: {<backbone>: {...}, ...}     # becomes models.<dataset>.<backbone>
+        train_set_size: N                    # optional: clips per epoch, for `epochs`
+
+A stage may give `epochs` (OpenSTL's unit) instead of `steps`: the expansion writes
+steps = epochs x (train_set_size // batch_size) (the last partial batch is dropped, as
+OpenSTL's training loaders do), per backbone where an override changes the batch, and a cosine
+schedule's `steps_per_epoch` with it. params.yaml holds the steps.
 
 Adding a recipe is adding a file. A preset (seemore/presets/<name>.yaml) is a params file
 whose `training` and `models` are replaced by `recipes: {<dataset>: <recipe name>}`;
@@ -48,9 +54,68 @@ def load_recipe(name: str) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {unknown}; expected {sorted(RECIPE_KEYS)}")
     for dataset, body in recipe["datasets"].items():
-        if not isinstance(body, dict) or set(body) != {"training", "models"}:
-            raise ConfigError(f"{path}: datasets.{dataset} must hold `training` and `models`")
+        if not isinstance(body, dict) or not {"training", "models"} <= set(body) <= {
+            "training",
+            "models",
+            "train_set_size",
+        }:
+            raise ConfigError(
+                f"{path}: datasets.{dataset} must hold `training` and `models` (and optionally "
+                "`train_set_size`)"
+            )
     return recipe
+
+
+def steps_per_epoch(train_set_size: int, batch_size: int) -> int:
+    """Updates in one epoch of a loader that drops the last partial batch."""
+    return train_set_size // batch_size
+
+
+STAGES = ("stage1", "stage2")
+
+
+def _resolve_epochs(stage: dict[str, Any], epochs: int, schedule_kind: str, per_epoch: int) -> None:
+    stage.pop("epochs", None)
+    stage["steps"] = epochs * per_epoch
+    if schedule_kind == "cosine":
+        stage.setdefault("lr_schedule", {})["steps_per_epoch"] = per_epoch
+
+
+def _schedule_kind(*stages: dict[str, Any]) -> str:
+    """The lr schedule kind of stage sections merged in order (the last one set wins)."""
+    kinds = [stage.get("lr_schedule", {}).get("kind") for stage in stages]
+    return next((kind for kind in reversed(kinds) if kind is not None), "constant")
+
+
+def epochs_to_steps(training: dict[str, Any], train_set_size: Any, where: str) -> None:
+    """Rewrite, in place, every stage of `training` (and of its per-backbone overrides) given in
+    `epochs` into `steps` (see the module docstring)."""
+    base_batch = training.get("batch_size")
+
+    def per_epoch(batch: int) -> int:
+        if not isinstance(train_set_size, int) or train_set_size < 1:
+            raise ConfigError(
+                f"{where}: a stage gives `epochs`: set train_set_size (clips per epoch)"
+            )
+        return steps_per_epoch(train_set_size, batch)
+
+    def stage_of(section: dict[str, Any], key: str) -> dict[str, Any]:
+        stage = section.get(key)
+        return stage if isinstance(stage, dict) else {}
+
+    # Overrides first: they read the dataset's epochs before those become steps.
+    for override in training.get("backbones", {}).values():
+        batch = override.get("batch_size", base_batch)
+        for key in STAGES:
+            base, own = stage_of(training, key), stage_of(override, key)
+            epochs = own.get("epochs", base.get("epochs"))
+            if epochs is not None and ("epochs" in own or batch != base_batch):
+                stage = override.setdefault(key, {})
+                _resolve_epochs(stage, epochs, _schedule_kind(base, own), per_epoch(batch))
+    for key in STAGES:
+        stage = stage_of(training, key)
+        if "epochs" in stage:
+            _resolve_epochs(stage, stage["epochs"], _schedule_kind(stage), per_epoch(base_batch))
 
 
 def _merge_method(
@@ -90,6 +155,7 @@ def compose(preset: dict[str, Any], source: str) -> dict[str, Any]:
                 f"{dataset!r}; it has {sorted(recipe['datasets'])}"
             )
         body = copy.deepcopy(recipe["datasets"][dataset])
+        epochs_to_steps(body["training"], body.get("train_set_size"), f"recipe {name!r} {dataset}")
         params["training"][dataset] = {"recipe": name, **body["training"]}
         params["models"][dataset] = body["models"]
         _merge_method(method, recipe.get("method", {}), f"recipe {name!r}", taken)
