@@ -108,6 +108,7 @@ def _train_job(
         device=resolve_device(params.experiment.device),
         checkpoint_every=params.experiment.checkpoint_every,
         log_every=params.experiment.log_every,
+        compile=params.experiment.compile,
     )
 
 
