@@ -368,6 +368,10 @@ def evaluation_header(
         "precision": {
             name: stage["precision"] for name, stage in stats.items() if "precision" in stage
         },
+        # Whether a gradient scaler ran in each stage (fp16 training), as recorded.
+        "grad_scaler": {
+            name: stage["grad_scaler"] for name, stage in stats.items() if "grad_scaler" in stage
+        },
         "data": {key: meta.get(key) for key in ("source", "stand_in", "description")},
         "horizon": {
             "input_frames": job.data.input_frames,
