@@ -75,6 +75,10 @@ class ExperimentConfig(Section):
     # checkpoint every `checkpoint_every` steps and a log row read out every `log_every` steps.
     checkpoint_every: PositiveInt = 1000
     log_every: PositiveInt = 100
+    # torch.compile for the training step (seemore/train.py compile_mode_for): `auto` compiles
+    # on CUDA only, `true` everywhere, `false` never. Not hashed: like `device`, it changes
+    # float rounding only (tests/test_compile.py), and stats record the mode used.
+    compile: bool | Literal["auto"] = "auto"
     # GPU jobs at once per GPU, each pinned to its own device (seemore/devices.py).
     jobs_per_gpu: PositiveInt = 1
     # GPUs one training run uses: > 1 trains with DDP under torchrun (seemore/distributed.py).

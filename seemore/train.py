@@ -68,10 +68,11 @@ class TrainJob:
     seed: int
     params_hash: str
     device: torch.device
-    # experiment.checkpoint_every / log_every: how the loop runs, never what it computes
-    # (not hashed).
+    # experiment.checkpoint_every / log_every / compile: how the loop runs, never what it
+    # computes beyond float rounding (not hashed).
     checkpoint_every: int = 1000
     log_every: int = 100
+    compile: bool | str = "auto"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -89,6 +90,23 @@ def precision_for(device: torch.device) -> tuple[str, Callable[[], AbstractConte
     if device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False):
         return "bf16-autocast", lambda: torch.autocast("cuda", dtype=torch.bfloat16)
     return "fp32", contextlib.nullcontext
+
+
+def compile_mode_for(setting: bool | str, device: torch.device) -> str | None:
+    """The torch.compile mode of the training step for `experiment.compile` (None: eager).
+
+    `auto` compiles on CUDA only: on the CPU the compile time (minutes per backbone here)
+    outweighs what a compiled step saves in the embedded default (benchmarks/throughput.md).
+    On CUDA the mode is `reduce-overhead` (CUDA graphs: a training batch has one static
+    shape), elsewhere `default`. A data-parallel run stays eager: its objective's forward
+    is wrapped per rank (seemore/distributed.py), which the compiled graphs do not cover.
+    """
+    if setting is False or (setting == "auto" and device.type != "cuda"):
+        return None
+    if distributed.world_size() > 1:
+        print("experiment.compile: data-parallel runs train eagerly", flush=True)
+        return None
+    return "reduce-overhead" if device.type == "cuda" else "default"
 
 
 def seed_everything(seed: int) -> None:
@@ -196,6 +214,9 @@ def train_stage(
     steps = stage_config.steps
     precision, autocast = precision_for(job.device)
     updater = build_updater(job.variant, stage, objective, job.training, job.method, autocast)
+    compile_mode = compile_mode_for(job.compile, job.device)
+    if compile_mode is not None:
+        updater.compile(compile_mode)
 
     # Data parallel: every rank holds the same state, rank 0 alone writes (distributed.py).
     writer = distributed.writes_files()
@@ -374,6 +395,10 @@ def train_stage(
             "seconds": seconds,
             "seconds_per_step": seconds / steps,
             "precision": precision,
+            # precision_for never picks fp16 (a GPU without native bf16 trains fp32), so no
+            # gradient scaler ever runs; stated for metrics.json.
+            "grad_scaler": False,
+            "compile": compile_mode or "eager",
             **updater.passes.as_dict(),
         },
     }

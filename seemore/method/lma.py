@@ -12,8 +12,8 @@ iteration are of its kind) or updates (from 0, each update counted).
   L(θ') + order_weight·Σ relu(order_lambda·a_l − a_{l+1}) (within each network, along its
   chained levels, shallow to deep) with Adam at `meta_lr`, then are clamped to [0, a_max].
   As `u` does not depend on `a`, dL(θ')/da_l = −⟨∇L(θ'), u_l⟩: one extra forward and
-  backward through `torch.func.functional_call`, no second-order graph, nothing
-  backbone-specific. As in the authors' code, a meta step moves only the rates, never θ.
+  backward through `torch.func.functional_call` (`Updater.loss_at`), no second-order graph,
+  nothing backbone-specific. As in the authors' code, a meta step moves only the rates, never θ.
 
 Moments (`moments`): `separate`, as the authors, keeps one set of Adam moments for the
 lookahead (advanced on meta steps only, with its own step count) and one for the task steps
@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.func import functional_call
 
 from seemore.method.objective import Objective
 from seemore.method.settings import LMAConfig
@@ -206,7 +205,7 @@ class LMAUpdater(Updater):
         for tensor in lookahead.values():
             tensor.requires_grad_()
         with self.autocast():
-            result = functional_call(self.objective, lookahead, (clip, sampling_mask))
+            result = self.loss_at(lookahead, clip, sampling_mask)
         grads = torch.autograd.grad(result.loss, list(lookahead.values()), allow_unused=True)
         self.passes.forward += 1
         self.passes.backward += 1

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+from torch.func import functional_call
 
-from seemore.method.objective import Objective
+from seemore.method.objective import Objective, ObjectiveResult
 from seemore.method.settings import LRScheduleConfig
 from seemore.schedules import build_schedule
 
@@ -49,17 +50,29 @@ class Updater:
         self.autocast = autocast
         self.grad_clip = grad_clip
         self.passes = PassCounter()
+        # What a step calls: the objective, or after `compile` its compiled wrapper (which
+        # shares the objective's parameters, so state dicts and checkpoints are unchanged).
+        self.model: torch.nn.Module = objective
         # The torch.compile mode in use (None: eager). With CUDA graphs a step's outputs live
         # in memory the next replay reuses, so what a step keeps (its log) is copied out.
         self.compile_mode: str | None = None
 
     def compile(self, mode: str) -> None:
         """Run the objective's forward, and through AOTAutograd its backward, as compiled
-        graphs (`nn.Module.compile(mode=mode)`, in place: parameter names, state dicts and
-        `functional_call` on the objective, LMA's lookahead, are unchanged; only float
-        rounding differs, tests/test_compile.py)."""
+        graphs (`torch.compile(objective, mode=mode)`, static shapes). Only the training
+        step's calls go through them (validation and checkpoints see the eager objective);
+        only float rounding differs (tests/test_compile.py)."""
         self.compile_mode = mode
-        self.objective.compile(mode=mode)
+        self.model = torch.compile(self.objective, mode=mode, dynamic=False)
+
+    def loss_at(
+        self, parameters: dict[str, Tensor], clip: Tensor, sampling_mask: Tensor | None
+    ) -> ObjectiveResult:
+        """The objective with `parameters` (named as in the objective) in place of its own,
+        through the same compiled graphs as the step when compiled (LMA's lookahead)."""
+        if self.model is not self.objective:  # the compiled wrapper holds it as `_orig_mod`
+            parameters = {f"_orig_mod.{name}": t for name, t in parameters.items()}
+        return functional_call(self.model, parameters, (clip, sampling_mask))
 
     def begin_step(self) -> None:
         """Mark a new iteration for CUDA graph trees: the last step's graph outputs may be
@@ -80,7 +93,7 @@ class Updater:
     def loss_and_backward(self, clip: Tensor, sampling_mask: Tensor | None) -> StepLogs:
         """Forward, backward and (optional) gradient clipping; gradients are left in `.grad`."""
         with self.autocast():
-            result = self.objective(clip, sampling_mask)
+            result = self.model(clip, sampling_mask)
         result.loss.backward()
         self.passes.forward += 1
         self.passes.backward += 1
