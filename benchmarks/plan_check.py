@@ -28,15 +28,16 @@ import torch
 import yaml
 
 from seemore.cli import main
-from seemore.config import PRESETS_DIR, load_params
+from seemore.config import load_params
 from seemore.plan import Assumptions, build_plan
+from seemore.recipes import compose_preset
 
 HERE = Path(__file__).parent
 VARIANTS = ["baseline", "seemore"]
 
 
 def shortened(steps: int) -> dict:
-    raw = yaml.safe_load((PRESETS_DIR / "embedded.yaml").read_text())
+    raw = compose_preset("embedded")  # the preset with its recipe's training and models
     raw["experiment"]["variants"] = VARIANTS
     for section in raw["training"].values():
         section["stage1"]["steps"] = steps

@@ -235,7 +235,11 @@ def cmd_info(args: argparse.Namespace) -> None:
     from seemore.data import DATASETS
 
     backbone_class = BACKBONES.get(args.backbone)
-    active = None if args.reference or not args.params.is_file() else load_params(args.params)
+    # Without params.yaml here, the reference configuration; a params file named on the
+    # command line must exist.
+    explicit = args.params != DEFAULT_PARAMS
+    use_params = not args.reference and (explicit or args.params.is_file())
+    active = load_params(args.params) if use_params else None
     configured = active.models.get(args.dataset, {}) if active is not None else {}
     if active is not None and args.dataset in active.data and args.backbone in configured:
         config = configured[args.backbone]
@@ -295,12 +299,14 @@ def cmd_plan(args: argparse.Namespace) -> None:
     from seemore.plan import REFERENCE_GPUS, Assumptions, build_plan, format_plan
 
     if args.preset is None:
-        params, source = load_params(args.params), str(args.params)
+        params = load_params(args.params)
+        source = f"{args.params} (preset {params.experiment.preset})"
     else:
         from seemore.config import validate_params
         from seemore.recipes import compose_preset
 
-        source = f"preset {args.preset} ({preset_path(args.preset)})"
+        path = preset_path(args.preset).relative_to(PRESETS_DIR.parent.parent)
+        source = f"preset {args.preset} ({path})"
         params = validate_params(compose_preset(args.preset), source)
 
     assumptions = Assumptions(
@@ -309,18 +315,24 @@ def cmd_plan(args: argparse.Namespace) -> None:
         cpu_flops_per_core=args.cpu_gflops * 1e9,
     )
     plan = build_plan(params, assumptions)
-    print(format_plan(plan, source, params.experiment.preset))
+    print(format_plan(plan, source))
 
 
 # --- parser -------------------------------------------------------------------------------
 
 
 def preset_descriptions() -> list[tuple[str, str]]:
-    """Each preset's name and the first line of its leading comment."""
+    """Each preset's name and the first sentence of its leading comment."""
     entries = []
     for path in sorted(PRESETS_DIR.glob("*.yaml")):
-        lines = path.read_text().splitlines()
-        entries.append((path.stem, lines[0].removeprefix("#").strip() if lines else ""))
+        comment = []
+        for line in path.read_text().splitlines():
+            if not line.startswith("#"):
+                break
+            comment.append(line.removeprefix("#").strip())
+        text = " ".join(comment)
+        end = text.find(". ")
+        entries.append((path.stem, text if end < 0 else text[: end + 1]))
     return entries
 
 
@@ -434,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=formatter,
             parents=after,
         )
-        sub.set_defaults(handler=handler, reads_params=reads_params)
+        sub.set_defaults(handler=handler, reads_params=reads_params, command_parser=sub)
         return sub
 
     prepare = command("prepare", cmd_prepare, True, "obtain and preprocess one dataset")
@@ -613,7 +625,10 @@ def describe_error(error: BaseException) -> tuple[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:
+        # Named by the command's own parser: its usage, not the top level's.
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         if os.environ.get("DVC_STAGE"):
             # Run by `dvc repro`: never beside snakemake, never from a stale dvc.yaml.
@@ -623,6 +638,11 @@ def main(argv: list[str] | None = None) -> int:
             args.handler(args, load_params(args.params))
         else:
             args.handler(args)
+        sys.stdout.flush()  # a closed pipe (`seemore plan | head`) shows here, not at exit
+    except BrokenPipeError:
+        # The reader stopped reading: not an error; nothing more goes to that pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (Exception, KeyboardInterrupt) as error:
         if args.debug:
             traceback.print_exception(error)

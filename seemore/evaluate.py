@@ -159,9 +159,9 @@ def evaluate(
         if missing_samples > 0:
             sample_predictions.append(_to_uint8(raw[:missing_samples]))
 
-    per_frame = {
-        name: sums[name].cpu().numpy() / len(clips) for name in METRIC_NAMES if name in sums
-    }
+    scored = [name for name in METRIC_NAMES if name in sums]
+    means = (torch.stack([sums[name] for name in scored]) / len(clips)).cpu().numpy()  # one read
+    per_frame = dict(zip(scored, means, strict=True))
     sample_clips = _unit_float(clips[: config.samples], torch.device("cpu"))
     samples = {
         "inputs": _to_uint8(sample_clips[:, :input_frames]),
@@ -367,6 +367,10 @@ def evaluation_header(
         # The training forward pass's precision per stage, as the training loop recorded it.
         "precision": {
             name: stage["precision"] for name, stage in stats.items() if "precision" in stage
+        },
+        # Whether a gradient scaler ran in each stage (fp16 training), as recorded.
+        "grad_scaler": {
+            name: stage["grad_scaler"] for name, stage in stats.items() if "grad_scaler" in stage
         },
         "data": {key: meta.get(key) for key in ("source", "stand_in", "description")},
         "horizon": {

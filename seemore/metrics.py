@@ -52,6 +52,7 @@ PSNR_CAP_DB = -10.0 * math.log10(PSNR_MSE_FLOOR)
 
 SSIM_WINDOW = 7  # scikit-image's default side of the uniform window
 SSIM_K1, SSIM_K2 = 0.01, 0.03
+SSIM_CPU_CHUNK_FRAMES = 16  # frames scored together on a CPU: their float64 images fit in L2
 
 ALEXNET_WEIGHTS = "alexnet-owt-7be5be79.pth"
 # torchvision's AlexNet_Weights.IMAGENET1K_V1.url
@@ -93,22 +94,34 @@ def _check_pair(prediction: Tensor, truth: Tensor) -> None:
         )
 
 
+def error_sums(prediction: Tensor, truth: Tensor) -> tuple[Tensor, Tensor]:
+    """Squared and absolute error summed over C*H*W, `[N, T]` each, float64, from one
+    difference (float32 frames are promoted exactly)."""
+    _check_pair(prediction, truth)
+    difference = prediction - truth.double()
+    return difference.square().sum(dim=(2, 3, 4)), difference.abs_().sum(dim=(2, 3, 4))
+
+
 def mse_per_frame(prediction: Tensor, truth: Tensor) -> Tensor:
     """Squared error summed over C*H*W, `[N, T]`."""
-    _check_pair(prediction, truth)
-    return (prediction.double() - truth.double()).square().sum(dim=(2, 3, 4))
+    return error_sums(prediction, truth)[0]
 
 
 def mae_per_frame(prediction: Tensor, truth: Tensor) -> Tensor:
     """Absolute error summed over C*H*W, `[N, T]`."""
-    _check_pair(prediction, truth)
-    return (prediction.double() - truth.double()).abs().sum(dim=(2, 3, 4))
+    return error_sums(prediction, truth)[1]
+
+
+def psnr_from_squared_error(squared_error: Tensor, values_per_frame: int) -> Tensor:
+    """PSNR in dB for a peak of 1 from per-frame squared-error sums; identical frames give
+    `PSNR_CAP_DB`."""
+    pixel_mse = squared_error / values_per_frame
+    return -10.0 * torch.log10(pixel_mse.clamp(min=PSNR_MSE_FLOOR))
 
 
 def psnr_per_frame(prediction: Tensor, truth: Tensor) -> Tensor:
     """PSNR in dB for a peak of 1, `[N, T]`; identical frames give `PSNR_CAP_DB`."""
-    pixel_mse = mse_per_frame(prediction, truth) / math.prod(prediction.shape[2:])
-    return -10.0 * torch.log10(pixel_mse.clamp(min=PSNR_MSE_FLOOR))
+    return psnr_from_squared_error(mse_per_frame(prediction, truth), prediction[0, 0].numel())
 
 
 def quantize_like_predrnn(frames: Tensor) -> Tensor:
@@ -119,42 +132,75 @@ def quantize_like_predrnn(frames: Tensor) -> Tensor:
 
 def ssim_per_frame(prediction: Tensor, truth: Tensor, convention: SSIMConvention) -> Tensor:
     """Mean SSIM of each frame, `[N, T]`, as scikit-image's `structural_similarity` with a
-    `SSIM_WINDOW` uniform window computes it (float64; channels averaged)."""
+    `SSIM_WINDOW` uniform window computes it (channels averaged).
+
+    Frames of every clip are scored together, `SSIM_CPU_CHUNK_FRAMES` at a time on a CPU
+    (their filtered images then stay in cache; on a GPU all at once)."""
     _check_pair(prediction, truth)
     clips, frames, channels, height, width = prediction.shape
     if min(height, width) < SSIM_WINDOW:
         raise ValueError(f"SSIM needs frames of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels")
+    x = prediction.reshape(-1, height, width)
+    y = truth.reshape(-1, height, width)
+    chunk = SSIM_CPU_CHUNK_FRAMES if x.device.type == "cpu" else len(x)
+    scores = torch.cat(
+        [
+            _mean_ssim(x[start : start + chunk], y[start : start + chunk], convention)
+            for start in range(0, len(x), chunk)
+        ]
+    )
+    return scores.reshape(clips, frames, channels).mean(dim=2)
+
+
+def _mean_ssim(x: Tensor, y: Tensor, convention: SSIMConvention) -> Tensor:
+    """Mean SSIM of each image pair `[B, H, W]`, float64, from the window sums S of x, y,
+    x² + y² and xy: with n pixels a window, mean = S / n and scikit-image's sample
+    (co)variances (n S_ab - S_a S_b) / (n (n - 1)), its formula
+
+        (2 mx my + C1) (2 cov + C2) / ((mx² + my² + C1) (vx + vy + C2))
+
+    is, multiplied through by n² (first factors) and n (n - 1) (second factors),
+
+        (2 P + C1 n²) (2 (n S_xy - P) + C2 n (n - 1)) / ((Q + C1 n²) (n S_xx+yy - Q + C2 n (n - 1)))
+
+    with P = S_x S_y, Q = S_x² + S_y²: four filtered images instead of five."""
     if convention.quantize:
-        prediction, truth = quantize_like_predrnn(prediction), quantize_like_predrnn(truth)
-    x = prediction.double().reshape(-1, height, width)
-    y = truth.double().reshape(-1, height, width)
-    mean_x, mean_y, mean_xx, mean_yy, mean_xy = _window_means(
-        torch.stack([x, y, x * x, y * y, x * y])
-    )
-    covariance_norm = SSIM_WINDOW**2 / (SSIM_WINDOW**2 - 1)
-    var_x = covariance_norm * (mean_xx - mean_x * mean_x)
-    var_y = covariance_norm * (mean_yy - mean_y * mean_y)
-    cov_xy = covariance_norm * (mean_xy - mean_x * mean_y)
-    c1 = (SSIM_K1 * convention.data_range) ** 2
-    c2 = (SSIM_K2 * convention.data_range) ** 2
-    ssim_map = ((2 * mean_x * mean_y + c1) * (2 * cov_xy + c2)) / (
-        (mean_x * mean_x + mean_y * mean_y + c1) * (var_x + var_y + c2)
-    )
-    return ssim_map.mean(dim=(1, 2)).reshape(clips, frames, channels).mean(dim=2)
+        # Truncated 255·x values are integers 0..255: every window sum of them, of x² + y²
+        # and of xy (at most 49 · 2 · 255² < 2^24) is exact in float32.
+        x, y = quantize_like_predrnn(x), quantize_like_predrnn(y)
+    else:
+        # Float frames: float32 sums would leave ~1e-7 errors in the second moments, which
+        # the variance (a difference of nearly equal terms) amplifies past 1e-5 on flat
+        # mid-grey regions; float64 keeps them at ~1e-15.
+        x, y = x.double(), y.double()
+    images = torch.empty((4, *x.shape), dtype=x.dtype, device=x.device)
+    images[0], images[1] = x, y
+    torch.mul(x, x, out=images[2]).addcmul_(y, y)
+    torch.mul(x, y, out=images[3])
+    sums = _window_sums(images).double()
+    sum_x, sum_y, sum_squares, sum_xy = sums
+    n = SSIM_WINDOW**2
+    c1 = (SSIM_K1 * convention.data_range) ** 2 * n * n
+    c2 = (SSIM_K2 * convention.data_range) ** 2 * n * (n - 1)
+    p = sum_x * sum_y
+    q = torch.addcmul(sum_x * sum_x, sum_y, sum_y)
+    numerator = (2 * p + c1).mul_(sum_xy.mul_(n).sub_(p).mul_(2).add_(c2))
+    denominator = (q + c1).mul_(sum_squares.mul_(n).sub_(q).add_(c2))
+    return numerator.div_(denominator).mean(dim=(1, 2))
 
 
-def _window_means(images: Tensor) -> Tensor:
-    """Mean of every SSIM_WINDOW x SSIM_WINDOW window fully inside the frame (the positions
+def _window_sums(images: Tensor) -> Tensor:
+    """Sum of every SSIM_WINDOW x SSIM_WINDOW window fully inside the frame (the positions
     scikit-image keeps after cropping (win - 1) / 2 pixels at each border, whatever its
-    padding), over the last two axes: a separable box filter by running sums, O(1) per
-    pixel like scipy's uniform_filter (a 7x7 pooling costs 49 operations per pixel)."""
+    padding), over the last two axes: separable, the window's shifted slices added along
+    H, then along W (faster on a CPU than running sums, and exact for small integers)."""
     for axis in (-2, -1):
-        sums = images.cumsum(axis)
-        count = sums.shape[axis] - SSIM_WINDOW + 1
-        # Window k sums values k .. k + win - 1: running sum at its end minus the one before.
-        images = sums.narrow(axis, SSIM_WINDOW - 1, count).clone()
-        images.narrow(axis, 1, count - 1).sub_(sums.narrow(axis, 0, count - 1))
-    return images / SSIM_WINDOW**2
+        count = images.shape[axis] - SSIM_WINDOW + 1
+        total = images.narrow(axis, 0, count).clone()
+        for offset in range(1, SSIM_WINDOW):
+            total.add_(images.narrow(axis, offset, count))
+        images = total
+    return images
 
 
 @dataclass(frozen=True)
@@ -218,13 +264,15 @@ METRICS: dict[str, Metric] = {
 def frame_metrics(raw: Tensor, truth: Tensor) -> dict[str, Tensor]:
     """Every metric of `METRICS` but LPIPS, `[N, T]` each, from the raw prediction."""
     clamped = raw.clamp(0.0, 1.0)
+    squared, absolute = error_sums(clamped, truth)
+    squared_unclamped, absolute_unclamped = error_sums(raw, truth)
     return {
-        "mse": mse_per_frame(clamped, truth),
-        "mae": mae_per_frame(clamped, truth),
+        "mse": squared,
+        "mae": absolute,
         "ssim": ssim_per_frame(clamped, truth, SSIM_CONVENTIONS["predrnn"]),
-        "psnr": psnr_per_frame(clamped, truth),
-        "mse_unclamped": mse_per_frame(raw, truth),
-        "mae_unclamped": mae_per_frame(raw, truth),
+        "psnr": psnr_from_squared_error(squared, raw[0, 0].numel()),
+        "mse_unclamped": squared_unclamped,
+        "mae_unclamped": absolute_unclamped,
         "ssim_openstl": ssim_per_frame(clamped, truth, SSIM_CONVENTIONS["openstl"]),
     }
 

@@ -54,7 +54,9 @@ REFERENCE_GPUS = {
     "h100-sxm": ReferenceGPU("NVIDIA H100 SXM", 989e12, "bf16 dense tensor-core peak"),
     "a100-sxm": ReferenceGPU("NVIDIA A100 SXM", 312e12, "bf16 dense tensor-core peak"),
 }
-# Stated, not measured: small-batch recurrent conv nets keep tensor cores far from peak.
+# Our assumption, not a measurement (no GPU was available to measure it): small-batch
+# recurrent conv nets keep tensor cores far from peak. The one published figure near it,
+# OpenSTL's V100 inference FPS (benchmarks/plan_check.md), is inference, not training.
 DEFAULT_GPU_UTILISATION = 0.10
 # Measured on this project's 2-core CPU machine: FLOPs of the embedded default's training
 # steps over their wall time, one torch thread per job (benchmarks/plan_check.md).
@@ -340,9 +342,10 @@ def stage_cell(stage: StagePlan) -> str:
     return f"{stage.passes:,}{meta}, {stage.scorings:,} val"
 
 
-def format_plan(plan: Plan, source: str, preset: str) -> str:
+def format_plan(plan: Plan, source: str) -> str:
+    """The plan as text; `source` says which params it is of."""
     a = plan.assumptions
-    lines = [f"seemore plan: {source} (preset {preset})", "", "jobs per rule"]
+    lines = [f"seemore plan: {source}", "", "jobs per rule"]
     width = max(len(rule) for rule in plan.jobs)
     for rule, count in plan.jobs.items():
         lines.append(f"  {rule:<{width}}  {count:>5}")
@@ -419,8 +422,9 @@ def format_plan(plan: Plan, source: str, preset: str) -> str:
         "validation while training is counted where the clip count is known before "
         "preparing (stand-ins, generated clips): scorings x clips x one forward",
         "evaluation is not counted; one test clip's inference forward: " + ", ".join(inference),
-        f"GPU utilisation {a.gpu_utilisation:.0%} is stated, not measured "
-        "(--gpu-utilisation to change it)",
+        f"GPU utilisation {a.gpu_utilisation:.0%} of the {a.gpu.basis} is an assumption, not "
+        "a measurement: no GPU was available to calibrate it (benchmarks/plan_check.md); "
+        "time a few steps on your GPU and pass --gpu-utilisation",
         f"CPU rate {si(a.cpu_flops_per_core, 'FLOP/s')} per core: the embedded default's "
         "training measured on a 2-core machine (benchmarks/plan_check.md; --cpu-gflops to "
         "change it)",

@@ -49,11 +49,12 @@ def write_run(
     recipe: str | None = "openstl_mmnist",
     checkpoint: dict[str, object] | None = None,
     precision: dict[str, str] | None = None,
+    grad_scaler: dict[str, bool] | None = None,
     both_conventions: bool = True,
 ) -> Path:
     """One evaluated run with per-frame curves, samples and a training log (with
-    validation rows). `protocol`/`recipe`/`checkpoint`/`precision` None and `both_conventions` False
-    write a record as older versions did, without those fields."""
+    validation rows). `protocol`/`recipe`/`checkpoint`/`precision`/`grad_scaler` None and
+    `both_conventions` False write a record as older versions did, without those fields."""
     rng = np.random.default_rng(1000 * seed + len(variant) + len(backbone))
     level = base_mse * VARIANT_FACTOR.get(variant, 1.0) * (1 + 0.02 * rng.standard_normal())
     frames = np.arange(1, horizon + 1)
@@ -102,6 +103,7 @@ def write_run(
         **({} if recipe is None else {"recipe": recipe}),
         **({} if checkpoint is None else {"checkpoint": checkpoint}),
         **({} if precision is None else {"precision": precision}),
+        **({} if grad_scaler is None else {"grad_scaler": grad_scaler}),
         "provenance": {
             "params_hash": f"hash{seed}{variant}",
             "seed": seed,

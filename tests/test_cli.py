@@ -304,3 +304,62 @@ def test_the_paper_preset_offline_says_so_in_one_line(
     err = capsys.readouterr().err
     assert err.startswith("seemore prepare: error: ") and err.count("\n") == 1
     assert "Temporary failure in name resolution" in err
+
+
+def test_an_unknown_option_is_named_with_its_commands_usage(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["plan", "--bogus", "1"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: seemore plan ")
+    assert err.splitlines()[-1] == "seemore plan: error: unrecognized arguments: --bogus 1"
+
+
+def test_info_refuses_a_named_params_file_that_is_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no params.yaml here: the reference configuration
+    args = ["info", "--backbone", "tau", "--dataset", "kth"]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["configuration"].startswith("reference")
+    assert main([*args, "--params", "nope.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == "seemore info: error: nope.yaml: cannot read params file: No such file or directory\n"
+    )
+
+
+def test_preset_descriptions_are_whole_first_sentences() -> None:
+    from seemore.cli import preset_descriptions
+    from seemore.config import preset_path
+
+    for name, description in preset_descriptions():
+        comment = " ".join(
+            line.removeprefix("#").strip()
+            for line in preset_path(name).read_text().splitlines()
+            if line.startswith("#")
+        )
+        assert description.endswith(".") and comment.startswith(description), name
+    assert dict(preset_descriptions())["paper"].endswith("the four ablation variants.")
+
+
+def test_a_closed_pipe_ends_quietly(
+    tmp_path: Path,
+    embedded_raw: dict[str, Any],
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`seemore check | head -0`: the reader is gone; exit 0, no error line."""
+    import os
+    import sys
+
+    params = _write(tmp_path, embedded_raw)
+    read, write = os.pipe()
+    os.close(read)
+    with os.fdopen(write, "w") as closed:
+        monkeypatch.setattr(sys, "stdout", closed)
+        assert main(["check", "--params", str(params)]) == 0
+    assert capsys.readouterr().err == ""

@@ -239,7 +239,15 @@ def save_model(path: Path, **overrides: object) -> None:
         "seed": IDENTITY.seed,
         **overrides,
     }
-    stats = {"stage2": {"steps": 3, "seconds": 1.5, "seconds_per_step": 0.5, "precision": "fp32"}}
+    stats = {
+        "stage2": {
+            "steps": 3,
+            "seconds": 1.5,
+            "seconds_per_step": 0.5,
+            "precision": "fp32",
+            "grad_scaler": False,
+        }
+    }
     save_inference_model(network, SimpleNamespace(**names), stats, path)  # type: ignore[arg-type]
 
 
@@ -297,6 +305,7 @@ def test_run_evaluation_records_what_was_scored(workspace: SimpleNamespace) -> N
     assert record["metrics"]["lpips"] is None and ALEXNET_WEIGHTS in record["unavailable"]["lpips"]
     assert record["cost"]["train_seconds_per_step"] == {"stage2": 0.5}
     assert record["precision"] == {"stage2": "fp32"}  # copied from the model's stats
+    assert record["grad_scaler"] == {"stage2": False}
 
 
 def test_a_last_checkpoint_is_at_the_total_steps_trained(workspace: SimpleNamespace) -> None:

@@ -190,8 +190,10 @@ def test_plan_command_prints_jobs_costs_and_assumptions(
         "checkpoints",
         "assumptions",
         "moving_mnist/convlstm/lma/seed0",
+        "is an assumption, not a measurement",
     ):
         assert text in out
+    assert out.splitlines()[0] == f"seemore plan: {params_file} (preset embedded)"
     with pytest.raises(SystemExit):
         main(["plan", "--params", str(params_file), "--gpu-utilisation", "2"])
     assert "expected a fraction in (0, 1]" in capsys.readouterr().err

@@ -46,7 +46,8 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         frame_size=128,
         recipe="openstl_kth",
         checkpoint={"selected": "best", "step": 20},
-        precision={"stage2": "bf16-autocast", "stage1": "fp32"},
+        precision={"stage2": "fp16-autocast", "stage1": "fp32"},
+        grad_scaler={"stage2": True, "stage1": False},
     )
     render_report(results, root / "reports")
     return {
@@ -313,7 +314,8 @@ def test_runs_show_protocol_recipe_checkpoint_precision_or_not_recorded(report: 
     row = re.search(r"<tr><td>predrnn_v2 / seemore / seed 0</td>(.*?)</tr>", kth)
     assert row is not None
     assert re.findall(r"<td>([^<]*)</td>", row.group(1)) == [
-        "openstl", "openstl_kth", "best (step 20)", "stage1: fp32, stage2: bf16-autocast",
+        "openstl", "openstl_kth", "best (step 20)",
+        "stage1: fp32, stage2: fp16-autocast + grad scaler",
     ]  # fmt: skip
     mnist = dataset_section(report["html"], "moving_mnist")
     row = re.search(r"<tr><td>predrnn_v2 / baseline / seed 0</td>(.*?)</tr>", mnist)

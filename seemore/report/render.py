@@ -421,7 +421,12 @@ def _precision_text(run: Run) -> str:
     precision = run.get("precision")
     if not isinstance(precision, dict) or not precision:
         return NOT_RECORDED
-    return ", ".join(f"{stage}: {value}" for stage, value in sorted(precision.items()))
+    scaled = run.get("grad_scaler")
+    scaled = scaled if isinstance(scaled, dict) else {}
+    return ", ".join(
+        f"{stage}: {value}" + (" + grad scaler" if scaled.get(stage) is True else "")
+        for stage, value in sorted(precision.items())
+    )
 
 
 def _setups(dataset: DatasetRuns) -> list[SetupRow]:
