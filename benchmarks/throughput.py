@@ -24,6 +24,7 @@ Writes benchmarks/throughput.{json,md}; evaluation time is benchmarks/evaluation
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -210,7 +211,19 @@ def markdown(args: argparse.Namespace, results: dict[str, Any], producer: dict[s
         f"{producer['baseline_eager_steps_per_s']:.2f} baseline eager steps/s (generation is "
         f"{100 * producer['generator_share_of_step']:.1f}% of a step, made ahead on a thread).",
         "",
+        f"Machine: {args.threads} thread(s) of a 2-core CPU shared with other sessions (load "
+        f"average {os.getloadavg()[0]:.1f} at the end), so absolute times move between runs; "
+        "eager and compiled steps are interleaved, so their ratios are comparable. Eager is "
+        "today's path (sync-free since issue 13; the step before it: benchmarks/step_cost.md). "
+        "Evaluation time: benchmarks/evaluation_speed.md.",
+        "",
     ]
+    if args.device == "cpu":
+        lines += [
+            "GPU not measured: none lent. On CUDA run the same script with `--paper` (compiled "
+            "= `reduce-overhead`, CUDA graphs) and commit its figures.",
+            "",
+        ]
     return "\n".join(lines)
 
 
