@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +79,21 @@ def assert_same_stage(path: Path, expected: Path) -> None:
 def read_log(path: Path) -> list[dict[str, str]]:
     rows = list(csv.DictReader(io.StringIO(path.read_text())))
     return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in rows]
+
+
+def run_until_step(
+    command: list[str], cwd: Path, stage: int, at_step: int, env: Mapping[str, str] | None = None
+) -> tuple[subprocess.Popen[str], list[str]]:
+    """Start a training command; return it, still running, once it has logged step `at_step`
+    of `stage` (or once its output ends), with the lines read so far."""
+    process = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        logged = re.search(rf" stage {stage} step (\d+)/", line)
+        if logged and int(logged.group(1)) >= at_step:
+            break
+    return process, lines

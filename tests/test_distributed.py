@@ -7,7 +7,6 @@ bit-identical to the uninterrupted data-parallel run."""
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from fixtures_train import assert_same_stage, read_log
+from fixtures_train import assert_same_stage, read_log, run_until_step
 
 from seemore import distributed
 from seemore.checkpoint import RESUME_ROOT
@@ -78,23 +77,9 @@ def _process_tree(root: int) -> set[int]:
 
 def kill_9_after_step(work: Path, stage: int, at_step: int, *args: str) -> None:
     """Run a 2-rank stage; once a rank has logged `at_step`, kill -9 the launcher and ranks."""
-    process = subprocess.Popen(
-        _command(args, 2),
-        cwd=work,
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert process.stdout is not None
-    output = []
-    for line in process.stdout:
-        output.append(line)
-        logged = re.search(rf" stage {stage} step (\d+)/", line)
-        if logged and int(logged.group(1)) >= at_step:
-            for pid in _process_tree(process.pid):
-                os.kill(pid, signal.SIGKILL)
-            break
+    process, output = run_until_step(_command(args, 2), work, stage, at_step, ENV)
+    for pid in _process_tree(process.pid):
+        os.kill(pid, signal.SIGKILL)
     process.wait(timeout=60)
     assert process.returncode == -signal.SIGKILL, "".join(output)
 

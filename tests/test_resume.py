@@ -10,14 +10,19 @@ import random
 import re
 import shutil
 import signal
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures_train import assert_same_stage, read_log, tiny_raw, write_params
+from fixtures_train import (
+    assert_same_stage,
+    read_log,
+    run_until_step,
+    tiny_raw,
+    write_params,
+)
 
 from seemore import cli, pipeline
 from seemore.checkpoint import RESUME_ROOT, load_checkpoint, resume_dir
@@ -124,21 +129,10 @@ def _assert_status_shows_stopped(
 
 def _interrupt(workspace: Path, variant: str, stage: int, at_step: int, sig: int) -> str:
     """Run the stage in a subprocess and send `sig` once it has logged step `at_step`."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "seemore.cli", *_train_args(variant, stage)],
-        cwd=workspace,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    command = [sys.executable, "-m", "seemore.cli", *_train_args(variant, stage)]
+    process, lines = run_until_step(command, workspace, stage, at_step)
+    process.send_signal(sig)
     assert process.stdout is not None
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        logged = re.search(rf" stage {stage} step (\d+)/", line)
-        if logged and int(logged.group(1)) >= at_step:
-            process.send_signal(sig)
-            break
     output = "".join(lines) + process.stdout.read()
     assert process.wait(timeout=120) == -sig, output
     return output
