@@ -179,6 +179,36 @@ def _load_partial(path: Path, job: TrainJob, stage: int, steps: int) -> dict[str
     return partial
 
 
+# How a stage ran that moves float rounding but not what it computes: recorded per stretch of
+# steps, since a resumed stage may run with other settings than its partial checkpoint did.
+RUN_SETTINGS = ("precision", "compile")
+
+
+def resumed_settings(
+    segments: list[dict[str, Any]], current: dict[str, Any], done: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    """`segments` (each `{"from_step": k, **settings}`, as a partial checkpoint holds them)
+    continued at step `done` with the `current` settings, and a line saying what changed
+    (None when nothing did)."""
+    last = segments[-1] if segments else {}
+    changed = [key for key in RUN_SETTINGS if last.get(key) != current[key]]
+    if not changed:
+        return segments, None
+    before = ", ".join(f"{key} {last.get(key, 'not recorded')}" for key in changed)
+    now = ", ".join(f"{key} {current[key]}" for key in changed)
+    return [*segments, {"from_step": done, **current}], (
+        f"continuing with {now} where the partial checkpoint ran {before}: float rounding "
+        "differs from a run never stopped"
+    )
+
+
+def settings_text(segments: list[dict[str, Any]], key: str) -> str:
+    """One stats value for `key`: the setting, or each stretch's from its first step."""
+    if len(segments) == 1 and segments[0]["from_step"] == 0:
+        return str(segments[0][key])
+    return "; ".join(f"{segment[key]} from step {segment['from_step']}" for segment in segments)
+
+
 def train_stage(
     job: TrainJob,
     stage: int,
@@ -217,6 +247,8 @@ def train_stage(
     compile_mode = compile_mode_for(job.compile, job.device)
     if compile_mode is not None:
         updater.compile(compile_mode)
+    current_settings = {"precision": precision, "compile": compile_mode or "eager"}
+    segments = [{"from_step": 0, **current_settings}]
 
     # Data parallel: every rank holds the same state, rank 0 alone writes (distributed.py).
     writer = distributed.writes_files()
@@ -262,6 +294,9 @@ def train_stage(
             masks.load_state(partial["rng"]["masks"])
         restore_process_rng_state(partial["rng"]["process"])
         print(f"{label}: continuing stage {stage} from step {done} ({partial_path})", flush=True)
+        segments, changed = resumed_settings(partial.get("settings", []), current_settings, done)
+        if changed:
+            print(f"{label}: {changed}", flush=True)
     elif stage == 2:
         stage1_path = stage1_path or out_dir / "stage1.pt"
         stage1 = load_checkpoint(stage1_path)
@@ -308,6 +343,7 @@ def train_stage(
             "start_step": start_step,
             "seconds": seconds + time.perf_counter() - started,
             "params_hash": job.params_hash,
+            "settings": segments,
             "objective": objective.state_dict(),
             "optimizer": updater.state_dict(),
             "passes": updater.passes.as_dict(),
@@ -394,11 +430,11 @@ def train_stage(
             "steps": steps,
             "seconds": seconds,
             "seconds_per_step": seconds / steps,
-            "precision": precision,
+            "precision": settings_text(segments, "precision"),
             # precision_for never picks fp16 (a GPU without native bf16 trains fp32), so no
             # gradient scaler ever runs; stated for metrics.json.
             "grad_scaler": False,
-            "compile": compile_mode or "eager",
+            "compile": settings_text(segments, "compile"),
             **updater.passes.as_dict(),
         },
     }

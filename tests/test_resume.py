@@ -262,3 +262,39 @@ def test_a_partial_checkpoint_claiming_other_params_is_refused(
     error = capsys.readouterr().err
     assert "checkpoint.pt: partial checkpoint of params hash 0123456789abcdef" in error
     assert "refused" in error
+
+
+def test_a_stage_resumed_with_other_settings_records_each_stretch(
+    workspace: Path, reference: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """A partial checkpoint written on a GPU in bf16 with CUDA graphs (its recorded settings
+    say so), continued on this CPU in fp32 eagerly: the resume says what changed, and the
+    stage's stats name each stretch's precision and compile mode from its first step."""
+    import torch
+
+    params = load_params(workspace / "params.yaml")
+    with _crash_after(monkeypatch, 5):
+        _seemore_crashes(workspace, _train_args("baseline", 1))
+    output = _stage_output(workspace, "baseline", 1).relative_to(workspace)
+    partial_path = (
+        workspace / resume_dir(output, pipeline.stage_hash(params, _run("baseline"), 1))
+    ) / "checkpoint.pt"
+    partial = torch.load(partial_path, weights_only=True)
+    assert partial["done"] == 4
+    assert partial["settings"] == [{"from_step": 0, "precision": "fp32", "compile": "eager"}]
+    partial["settings"] = [
+        {"from_step": 0, "precision": "bf16-autocast", "compile": "reduce-overhead"}
+    ]
+    torch.save(partial, partial_path)
+    capsys.readouterr()
+    _seemore(workspace, _train_args("baseline", 1))
+    assert (
+        "continuing with precision fp32, compile eager where the partial checkpoint ran "
+        "precision bf16-autocast, compile reduce-overhead: float rounding differs"
+    ) in capsys.readouterr().out
+    stats = load_checkpoint(workspace / output)["stats"]["stage1"]
+    assert stats["precision"] == "bf16-autocast from step 0; fp32 from step 4"
+    assert stats["compile"] == "reduce-overhead from step 0; eager from step 4"
+    # Only the record differs: this run computed in fp32 throughout, as the reference did.
+    assert load_checkpoint(reference / output)["stats"]["stage1"]["precision"] == "fp32"
+    assert_same_stage(workspace / output, reference / output)
