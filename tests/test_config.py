@@ -45,7 +45,10 @@ def test_paper_preset_is_the_authors_recipe() -> None:
     assert (mnist.source, mnist.protocol, mnist.image_size) == ("local", "predrnn", 64)
     assert kth.protocol == "predrnn"
     assert (kth.image_size, kth.input_frames, kth.output_frames, kth.output_frames_test) == (
-        128, 10, 10, 20
+        128,
+        10,
+        10,
+        20,
     )
     # (batch, decouple_beta, stage-one s1/s2/alpha, stage-two s1/s2/alpha) per the scripts.
     expected = {
@@ -59,7 +62,9 @@ def test_paper_preset_is_the_authors_recipe() -> None:
         assert (model.patch_size, model.num_hidden, model.filter_size) == (4, [128] * 4, 5)
         assert (model.decouple_beta, model.adapter_level, model.layer_norm) == (beta, "own", False)
         assert (training.batch_size, training.reverse_input, training.grad_clip) == (
-            batch, True, None
+            batch,
+            True,
+            None,
         )
         for stage, constants in ((training.stage1, stage1), (training.stage2, stage2)):
             sampling = stage.scheduled_sampling
@@ -73,7 +78,10 @@ def test_paper_preset_is_the_authors_recipe() -> None:
         assert training.stage2.moments == "fresh"
     lma = params.method.lma
     assert (lma.cycle, lma.meta_steps, lma.cycle_unit, lma.moments) == (
-        200, 50, "iteration", "separate"
+        200,
+        50,
+        "iteration",
+        "separate",
     )
     assert (lma.a_max, lma.order_lambda, lma.order_weight, lma.meta_lr) == (2e-4, 2.0, 10.0, 1e-7)
     assert params.evaluation.checkpoint == "best"

@@ -450,8 +450,16 @@ def test_openstl_cosine_lr_at_the_boundary_epochs_by_hand(openstl_raw: dict) -> 
 
     expected = {
         update: at_epoch(update // per_epoch)
-        for update in (0, per_epoch - 1, per_epoch, 4 * per_epoch, 5 * per_epoch - 1,
-                       5 * per_epoch, 27 * per_epoch + 639, 50 * per_epoch - 1)
+        for update in (
+            0,
+            per_epoch - 1,
+            per_epoch,
+            4 * per_epoch,
+            5 * per_epoch - 1,
+            5 * per_epoch,
+            27 * per_epoch + 639,
+            50 * per_epoch - 1,
+        )
     }
     assert expected[5 * per_epoch] == peak and expected[0] == warm
     optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=peak)
