@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
 import time
 from typing import Any
 
 import torch
-from method_setup import random_clip, write_result
+from method_setup import interleaved_medians, random_clip, write_result
 from throughput import preset_params
 
 from seemore.backbones import build_backbone
+from seemore.config import Params
 from seemore.data import DATASETS
 from seemore.method.objective import PlainObjective
 from seemore.method.updater import AdamUpdater, Updater
@@ -52,8 +52,7 @@ def arguments() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def updater(preset: str, dataset: str, backbone: str, layout: str, device: str) -> Updater:
-    params = preset_params(preset)
+def updater(params: Params, dataset: str, backbone: str, layout: str, device: str) -> Updater:
     geometry = DATASETS.get(dataset).geometry(params.data[dataset])
     torch.manual_seed(0)
     network = build_backbone(backbone, params.models[dataset][backbone], geometry).to(device)
@@ -67,27 +66,16 @@ def updater(preset: str, dataset: str, backbone: str, layout: str, device: str) 
 
 
 def step_seconds(
-    preset: str, dataset: str, backbone: str, batch_size: int, args: argparse.Namespace
+    params: Params, dataset: str, backbone: str, batch_size: int, args: argparse.Namespace
 ) -> dict[str, float]:
     updaters = {
-        layout: updater(preset, dataset, backbone, layout, args.device) for layout in LAYOUTS
+        layout: updater(params, dataset, backbone, layout, args.device) for layout in LAYOUTS
     }
     clip = random_clip(updaters["contiguous"].objective.forward_network, batch_size)
     mask = torch.ones(clip.shape[0], clip.shape[1] - 2, device=clip.device)
+    runs = {layout: lambda u=each: u.step(clip, mask) for layout, each in updaters.items()}
     clock = time.process_time if args.device == "cpu" else time.perf_counter
-    times: dict[str, list[float]] = {layout: [] for layout in LAYOUTS}
-    for each in updaters.values():
-        each.step(clip, mask)
-    for _ in range(args.repeats):
-        for layout, each in updaters.items():
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            began = clock()
-            each.step(clip, mask)
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            times[layout].append(clock() - began)
-    return {layout: statistics.median(values) for layout, values in times.items()}
+    return interleaved_medians(runs, args.repeats, args.device, clock)
 
 
 def main() -> None:
@@ -96,14 +84,11 @@ def main() -> None:
     settings: list[dict[str, Any]] = []
     for setting in args.settings.split(","):
         preset, dataset, batch = setting.split(":")
-        backbones = (
-            args.backbones.split(",")
-            if args.backbones
-            else list(preset_params(preset).models[dataset])
-        )
+        params = preset_params(preset)
+        backbones = args.backbones.split(",") if args.backbones else list(params.models[dataset])
         rows = {}
         for backbone in backbones:
-            seconds = step_seconds(preset, dataset, backbone, int(batch), args)
+            seconds = step_seconds(params, dataset, backbone, int(batch), args)
             rows[backbone] = {
                 "seconds_per_step": seconds,
                 "speedup": seconds["contiguous"] / seconds["channels_last"],

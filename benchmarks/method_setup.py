@@ -53,10 +53,14 @@ def random_clip(network: Backbone, batch_size: int) -> torch.Tensor:
 
 
 def interleaved_medians(
-    runs: dict[str, Callable[[], object]], repeats: int, device: str
+    runs: dict[str, Callable[[], object]],
+    repeats: int,
+    device: str,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, float]:
-    """Median wall time of each run after one warm-up call each. Rounds take every run in
-    turn, so a change in machine load (shared CPUs) hits all of them alike."""
+    """Median time of each run by `clock` (wall time unless given) after one warm-up call
+    each. Rounds take every run in turn, so a change in machine load (shared CPUs) hits all
+    of them alike."""
 
     def synchronise() -> None:
         if device.startswith("cuda"):
@@ -68,10 +72,10 @@ def interleaved_medians(
     for _ in range(repeats):
         for label, run in runs.items():
             synchronise()
-            start = time.perf_counter()
+            start = clock()
             run()
             synchronise()
-            times[label].append(time.perf_counter() - start)
+            times[label].append(clock() - start)
     return {label: statistics.median(values) for label, values in times.items()}
 
 
