@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from method_setup import clock
 from torch import Tensor
 
 from seemore.backbones import BACKBONES
@@ -106,13 +107,6 @@ def ssim_operations(height: int, width: int) -> int:
     return 5 * height * width + filtering + 14 * inner_h * inner_w
 
 
-def clock(device: torch.device) -> Callable[[], float]:
-    """CPU seconds of this process on a CPU (the machine is shared: other sessions' load
-    inflates wall time, not this process's CPU time; with one thread they are the same on
-    an idle core); wall seconds on a GPU, whose work the CPU only waits for."""
-    return time.process_time if device.type == "cpu" else time.perf_counter
-
-
 SSIMBatches = list[tuple[Tensor, Tensor]]
 SSIMFunction = Callable[[Tensor, Tensor], Tensor]
 
@@ -148,7 +142,7 @@ def ssim_seconds(
     """Time of SSIM alone over `batches` by each of `functions` and by the replaced
     per-frame scikit-image SSIM (one convention)."""
     seconds = {}
-    now = clock(device)
+    now = clock(device.type)
     for name, function in functions.items():
         began = now()
         torch.stack([function(p, t).sum(dim=0) for p, t in batches]).cpu()
@@ -189,9 +183,9 @@ def main() -> None:
         outputs = {}
         for _ in range(args.repeats):
             for name, run in paths.items():
-                began = clock(device)()
+                began = clock(device.type)()
                 outputs[name] = run(network, clips, 10, config, device)
-                seconds[name].append(clock(device)() - began)
+                seconds[name].append(clock(device.type)() - began)
         medians = {name: statistics.median(values) for name, values in seconds.items()}
         today, replaced = outputs["torch (today)"], outputs[f"scikit-image ({LEGACY_REVISION})"]
         results[network_name] = {

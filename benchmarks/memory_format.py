@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import time
 from typing import Any
 
 import torch
-from method_setup import interleaved_medians, random_clip, write_result
+from method_setup import clock, interleaved_medians, random_clip, write_result
 from throughput import preset_params
 
 from seemore.backbones import build_backbone
@@ -74,8 +73,7 @@ def step_seconds(
     clip = random_clip(updaters["contiguous"].objective.forward_network, batch_size)
     mask = torch.ones(clip.shape[0], clip.shape[1] - 2, device=clip.device)
     runs = {layout: lambda u=each: u.step(clip, mask) for layout, each in updaters.items()}
-    clock = time.process_time if args.device == "cpu" else time.perf_counter
-    return interleaved_medians(runs, args.repeats, args.device, clock)
+    return interleaved_medians(runs, args.repeats, args.device, clock(args.device))
 
 
 def main() -> None:

@@ -52,6 +52,13 @@ def random_clip(network: Backbone, batch_size: int) -> torch.Tensor:
     return clip.to(device)
 
 
+def clock(device: str) -> Callable[[], float]:
+    """CPU seconds of this process on a CPU (the machine is shared: other sessions' load
+    inflates wall time, not this process's CPU time; with one thread they are the same on
+    an idle core); wall seconds on a GPU, whose work the CPU only waits for."""
+    return time.process_time if device == "cpu" else time.perf_counter
+
+
 def interleaved_medians(
     runs: dict[str, Callable[[], object]],
     repeats: int,
